@@ -1,0 +1,83 @@
+"""Evaluate a checkpoint directory: the metrics table beside the paper's, and the figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latentworld.checkpoint import load_model, resolve_checkpoint
+from latentworld.data import load_dataset
+from latentworld.metrics import PAPER_TABLE_1A, evaluate_model, smoothed_means
+from latentworld.plots import plot_angle_predictions, plot_latent_space, plot_predictions, plot_training_curves
+from latentworld.train import read_history
+
+EVAL_FILE = "eval.json"
+
+
+def model_label(config_dict: dict[str, Any]) -> str:
+    """Row name in the paper's style, e.g. ``VHP-EKVAE (CO)``."""
+    prefix = "VHP-" if config_dict["model"]["prior"] == "vhp" else ""
+    schedule = "CO" if config_dict["schedule"]["kind"] == "rewo" else "annealing"
+    return f"{prefix}EKVAE ({schedule})"
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """A plain-text table of metric rows (missing entries shown as '-')."""
+    columns = sorted({key for row in rows.values() for key in row},
+                     key=lambda k: ("elbo", "r2", "mse").index(k.split("_")[0]) if k.split("_")[0] in (
+                         "elbo", "r2", "mse") else 9)
+    width = max(len(name) for name in rows) + 2
+    lines = ["model".ljust(width) + "".join(c.rjust(16) for c in columns)]
+    for name, row in rows.items():
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            cells.append("-".rjust(16) if value is None else (f"{value:.3e}" if c.startswith("mse") else
+                                                              f"{value:.4g}").rjust(16))
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str | Path | None = None,
+                        seed: int = 0) -> dict[str, Any]:
+    """Compute the metrics of a checkpoint on its data set's test split and write figures.
+
+    Args:
+        path: checkpoint directory.
+        data: data set to evaluate on (default: the one it was trained on).
+        out_dir: where ``eval.json`` and the PNGs go (default: the checkpoint directory).
+        seed: seed of the posterior samples used by the metrics.
+
+    Returns:
+        ``{"label", "metrics", "table", "figures"}``.
+    """
+    run_dir = resolve_checkpoint(path)
+    model, config, meta = load_model(run_dir)
+    data_path = data or config.data
+    train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
+    test = load_dataset(data_path, "test", expect_env_id=meta["env_id"])
+    metrics = evaluate_model(model, train, test, seed=seed)
+    label = model_label({"model": vars(config.model), "schedule": vars(config.schedule)})
+    paper = PAPER_TABLE_1A if meta["env_id"].startswith("dm_control/pendulum") else {}
+    table = format_table({f"ours: {label}": metrics, **{f"paper: {k}": v for k, v in paper.items()}})
+
+    out = Path(out_dir) if out_dir else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    figures = [plot_latent_space(smoothed_means(model, test), test, out / "latent_space.png")]
+    with torch.no_grad():
+        shown = slice(0, 4)
+        predicted = {mode: model.predict(test.obs[shown], test.actions[shown], mode=mode)
+                     for mode in ("smoothed", "filtered")}
+    plot = plot_predictions if test.is_image else plot_angle_predictions
+    figures.append(plot(test.obs[shown], predicted, out / "predictions.png"))
+    history = read_history(run_dir)
+    if history:
+        figures.append(plot_training_curves(history, out / "training_curves.png"))
+    result = {"label": label, "checkpoint": str(run_dir), "data": data_path, "metrics": metrics,
+              "train_seconds": meta.get("train_seconds"), "step": meta.get("step")}
+    (out / EVAL_FILE).write_text(json.dumps(result, indent=2))
+    return {**result, "table": table, "figures": [str(f) for f in figures]}

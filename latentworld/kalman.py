@@ -1,0 +1,275 @@
+"""Batched, differentiable Kalman filter and Rauch-Tung-Striebel smoother.
+
+The state-space model (as in the extended Kalman VAE) is
+
+    z_{t+1} = F(m_t, u_t) z_t + B(m_t, u_t) u_t + N(0, Q(m_t, u_t)),    a_t = H z_t + N(0, R),
+
+where the transition matrices are *neurally linearised*: a network is evaluated once per
+time step at the filtered mean ``m_t = m_{t|t}`` and the action ``u_t`` (which acts between
+frames t and t+1, so the last action is never used). A linear system is a ``transition``
+that ignores ``z``.
+
+Everything is pure torch, batched over ``B`` and differentiable by autograd with respect to
+every input and the transition's parameters. Covariances are kept symmetric and positive
+definite with a Joseph-form filter update, a Joseph-form smoother step and a small jitter on
+the innovation covariance; nothing is ever inverted (Cholesky factors and solves only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+Transition = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+"""``transition(z (B, Dz), u (B, Du)) -> (F (B, Dz, Dz), Bu (B, Dz, Du), Q (B, Dz, Dz))``."""
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class KalmanResult(NamedTuple):
+    """Output of :func:`kalman_smoother`.
+
+    Attributes:
+        filtered_mean: ``(B, T, Dz)`` mean of ``p(z_t | a_{1:t}, u_{1:t-1})``.
+        filtered_cov: ``(B, T, Dz, Dz)`` its covariance.
+        smoothed_mean: ``(B, T, Dz)`` mean of ``p(z_t | a_{1:T}, u_{1:T-1})``.
+        smoothed_cov: ``(B, T, Dz, Dz)`` its covariance.
+        log_likelihood: ``(B,)`` ``log p(a_{1:T} | u)``, the sum of the innovation terms
+            ``log N(a_t; H m_{t|t-1}, H P_{t|t-1} H^T + R)``.
+    """
+
+    filtered_mean: Tensor
+    filtered_cov: Tensor
+    smoothed_mean: Tensor
+    smoothed_cov: Tensor
+    log_likelihood: Tensor
+
+
+def default_jitter(dtype: torch.dtype) -> float:
+    """Jitter added to the innovation covariance: ``10 * eps``, about 1e-6 in float32.
+
+    Scaling with the machine epsilon keeps float32 factorisations safe while leaving float64
+    results exact to ~1e-15.
+    """
+    return 10.0 * torch.finfo(dtype).eps
+
+
+def _symmetrise(cov: Tensor) -> Tensor:
+    # Exactly symmetric in floating point, since addition commutes.
+    return 0.5 * (cov + cov.mT)
+
+
+def _jittered(R: Tensor, jitter: float | None) -> Tensor:
+    eps = default_jitter(R.dtype) if jitter is None else jitter
+    return R + eps * torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
+
+
+def _update(mean: Tensor, cov: Tensor, a: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Posterior ``(mean, cov)`` plus the innovation ``(B, Da, 1)`` and Cholesky factor of its
+    covariance ``(B, Da, Da)``; ``R`` is already jittered (the smoother jitters it once, not per step)."""
+    HP = H @ cov  # (B, Da, Dz)
+    chol = torch.linalg.cholesky(HP @ H.mT + R)  # innovation covariance S = L L^T
+    gain_t = torch.cholesky_solve(HP, chol)  # K^T = S^{-1} H P, (B, Da, Dz)
+    innovation = (a - mean @ H.mT).unsqueeze(-1)  # (B, Da, 1)
+    mean = mean + (innovation.mT @ gain_t).squeeze(-2)
+    # Joseph form (I - KH) P (I - KH)^T + K R K^T: a sum of PSD terms, so rounding cannot
+    # make the covariance indefinite the way P - K S K^T does in float32.
+    gain = gain_t.mT
+    a_mat = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device) - gain @ H
+    cov = _symmetrise(torch.baddbmm(a_mat @ cov @ a_mat.mT, gain @ R, gain_t))
+    return mean, cov, innovation, chol
+
+
+def _innovation_log_lik(innovation: Tensor, chol: Tensor) -> Tensor:
+    """``log N(y; 0, L L^T)`` for innovations ``y (..., Da, 1)`` and factors ``L (..., Da, Da)``."""
+    white = torch.linalg.solve_triangular(chol, innovation, upper=False)  # L^{-1} y
+    return (
+        -0.5 * (white.square().sum((-2, -1)) + innovation.shape[-2] * _LOG_2PI)
+        - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    )
+
+
+def kalman_update(
+    mean: Tensor, cov: Tensor, a: Tensor, H: Tensor, R: Tensor, *, jitter: float | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Condition a Gaussian belief on one observation ``a = H z + N(0, R)``.
+
+    Args:
+        mean: ``(B, Dz)`` prior mean.
+        cov: ``(B, Dz, Dz)`` prior covariance.
+        a: ``(B, Da)`` observation.
+        H: ``(Da, Dz)`` observation matrix.
+        R: ``(Da, Da)`` observation noise covariance.
+        jitter: added to the diagonal of the innovation covariance; ``None`` uses
+            :func:`default_jitter` of the dtype.
+
+    Returns:
+        ``(mean (B, Dz), cov (B, Dz, Dz), log_lik (B,))``, the posterior and the innovation
+        log-likelihood ``log N(a; H mean, H cov H^T + R)``.
+    """
+    mean, cov, innovation, chol = _update(mean, cov, a, H, _jittered(R, jitter))
+    return mean, cov, _innovation_log_lik(innovation, chol)
+
+
+def kalman_predict(
+    mean: Tensor, cov: Tensor, u: Tensor, transition: Transition
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Propagate a belief one step, linearising the transition at ``mean``.
+
+    Args:
+        mean: ``(B, Dz)`` filtered mean at t (the linearisation point).
+        cov: ``(B, Dz, Dz)`` filtered covariance at t.
+        u: ``(B, Du)`` action acting between t and t+1.
+        transition: the linearised dynamics, called exactly once.
+
+    Returns:
+        ``(mean (B, Dz), cov (B, Dz, Dz), F (B, Dz, Dz), Q (B, Dz, Dz))``: the prediction for
+        t+1 and the transition and noise matrices used, which the smoother reuses.
+    """
+    F, Bu, Q = transition(mean, u)
+    mean = (F @ mean.unsqueeze(-1) + Bu @ u.unsqueeze(-1)).squeeze(-1)
+    return mean, _symmetrise(F @ cov @ F.mT + Q), F, Q
+
+
+def kalman_filter_step(
+    mean: Tensor,
+    cov: Tensor,
+    u_prev: Tensor,
+    a: Tensor,
+    transition: Transition,
+    H: Tensor,
+    R: Tensor,
+    *,
+    jitter: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One online filter step: predict from the belief at t-1 with ``u_{t-1}``, update with ``a_t``.
+
+    Args:
+        mean: ``(B, Dz)`` filtered mean at t-1.
+        cov: ``(B, Dz, Dz)`` filtered covariance at t-1.
+        u_prev: ``(B, Du)`` action taken at t-1.
+        a: ``(B, Da)`` observation at t.
+        transition: the linearised dynamics, evaluated at ``mean``.
+        H: ``(Da, Dz)`` observation matrix.
+        R: ``(Da, Da)`` observation noise covariance.
+        jitter: see :func:`kalman_update`.
+
+    Returns:
+        ``(mean (B, Dz), cov (B, Dz, Dz))``, the filtered belief at t.
+    """
+    mean, cov, _, _ = kalman_predict(mean, cov, u_prev, transition)
+    mean, cov, _, _ = _update(mean, cov, a, H, _jittered(R, jitter))
+    return mean, cov
+
+
+def _check_shape(name: str, x: Tensor, labels: str, dims: dict[str, int], dtype: torch.dtype) -> None:
+    names = labels.split()
+    expected = tuple(dims.get(n) for n in names)
+    if x.ndim != len(names) or any(e is not None and s != e for s, e in zip(x.shape, expected)):
+        shown = ", ".join(str(dims.get(n, n)) for n in names)
+        raise ValueError(f"{name} must have shape ({', '.join(names)}) = ({shown}), got {tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise ValueError(f"{name} has dtype {x.dtype}, but a has {dtype}; all inputs must share one dtype")
+
+
+def kalman_smoother(
+    a: Tensor,
+    u: Tensor,
+    transition: Transition,
+    H: Tensor,
+    R: Tensor,
+    mean0: Tensor,
+    cov0: Tensor,
+    *,
+    jitter: float | None = None,
+) -> KalmanResult:
+    """Kalman filter forward, RTS smoother backward, with neural linearisation.
+
+    The transition is called once per forward step, at the filtered mean ``m_{t|t}`` and
+    ``u_t``; the backward pass reuses those matrices.
+
+    Args:
+        a: ``(B, T, Da)`` pseudo-observations.
+        u: ``(B, T, Du)`` actions; ``u[:, t]`` acts between t and t+1, ``u[:, -1]`` is unused.
+        transition: the linearised dynamics (see :data:`Transition`).
+        H: ``(Da, Dz)`` observation matrix.
+        R: ``(Da, Da)`` observation noise covariance.
+        mean0: ``(B, Dz)`` prior mean of ``z_1`` (the first step is an update only).
+        cov0: ``(B, Dz, Dz)`` prior covariance of ``z_1``.
+        jitter: see :func:`kalman_update`.
+
+    Returns:
+        A :class:`KalmanResult` in the dtype of ``a``.
+
+    Raises:
+        ValueError: if the shapes or dtypes of the inputs do not fit together.
+    """
+    if a.ndim != 3 or a.shape[1] == 0:
+        raise ValueError(f"a must have shape (B, T, Da) with T >= 1, got {tuple(a.shape)}")
+    if mean0.ndim != 2:
+        raise ValueError(f"mean0 must have shape (B, Dz), got {tuple(mean0.shape)}")
+    dims = dict(zip(("B", "T", "Da"), a.shape), Dz=mean0.shape[1])
+    for name, x, labels in (
+        ("u", u, "B T Du"),
+        ("H", H, "Da Dz"),
+        ("R", R, "Da Da"),
+        ("mean0", mean0, "B Dz"),
+        ("cov0", cov0, "B Dz Dz"),
+    ):
+        _check_shape(name, x, labels, dims, a.dtype)
+
+    R = _jittered(R, jitter)
+    a_steps, u_steps = a.unbind(1), u.unbind(1)
+    T = len(a_steps)
+    means, covs, innovations, chols, pred_means, pred_covs, Fs, Qs = [], [], [], [], [], [], [], []
+    mean, cov = mean0, cov0
+    for t in range(T):
+        mean, cov, innovation, chol = _update(mean, cov, a_steps[t], H, R)
+        means.append(mean)
+        covs.append(cov)
+        innovations.append(innovation)
+        chols.append(chol)
+        if t + 1 < T:
+            mean, cov, F, Q = kalman_predict(mean, cov, u_steps[t], transition)
+            pred_means.append(mean)
+            pred_covs.append(cov)
+            Fs.append(F)
+            Qs.append(Q)
+    filtered_mean, filtered_cov = torch.stack(means, 1), torch.stack(covs, 1)
+    # The log-likelihood needs nothing from later steps, so it is evaluated for all t at once.
+    log_likelihood = _innovation_log_lik(torch.stack(innovations, 1), torch.stack(chols, 1)).sum(-1)
+    if T == 1:
+        return KalmanResult(filtered_mean, filtered_cov, filtered_mean, filtered_cov, log_likelihood)
+
+    # Everything in the RTS step that does not depend on the smoothed belief is computed for
+    # all t at once, leaving two matrix products and two additions per step in the loop:
+    #   gain       G_t = P_t F_t^T P_{t+1|t}^{-1}
+    #   smoothed   m^s_t = G_t m^s_{t+1} + (m_t - G_t m_{t+1|t})
+    #              P^s_t = G_t P^s_{t+1} G_t^T + c_t,
+    # with c_t = Cov(z_t | z_{t+1}, a_{1:t}) in Joseph form (I - G F) P (I - G F)^T + G Q G^T,
+    # a sum of PSD terms rather than the cancellation-prone P_t - G_t P_{t+1|t} G_t^T.
+    F, Q = torch.stack(Fs, 1), torch.stack(Qs, 1)  # (B, T-1, Dz, Dz)
+    P = filtered_cov[:, :-1]
+    gain_t = torch.cholesky_solve(F @ P, torch.linalg.cholesky(torch.stack(pred_covs, 1)))  # G^T
+    gain = gain_t.mT
+    a_mat = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device) - gain @ F
+    offsets_cov = a_mat @ P @ a_mat.mT + gain @ Q @ gain_t
+    offsets_mean = filtered_mean[:, :-1].unsqueeze(-1) - gain @ torch.stack(pred_means, 1).unsqueeze(-1)
+
+    gains, gains_t = gain.unbind(1), gain_t.unbind(1)
+    c_cov, c_mean = offsets_cov.unbind(1), offsets_mean.unbind(1)
+    mean, cov = filtered_mean[:, -1].unsqueeze(-1), filtered_cov[:, -1]
+    smoothed_means, smoothed_covs = [mean], [cov]
+    for t in range(T - 2, -1, -1):
+        mean = torch.baddbmm(c_mean[t], gains[t], mean)
+        cov = torch.baddbmm(c_cov[t], gains[t] @ cov, gains_t[t])
+        smoothed_means.append(mean)
+        smoothed_covs.append(cov)
+    # G X G^T + c keeps symmetry up to rounding, so one batched symmetrisation at the end
+    # replaces T small ones.
+    smoothed_mean = torch.stack(smoothed_means[::-1], 1).squeeze(-1)
+    smoothed_cov = _symmetrise(torch.stack(smoothed_covs[::-1], 1))
+    return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)

@@ -1,0 +1,105 @@
+"""Evaluation metrics (paper §6.2, DESIGN §6).
+
+- R²: OLS with intercept from the smoothed posterior mean z_t (all t, encoder means as
+  pseudo-observations) to each true state variable, fitted on the training split and reported
+  on the test split. Angles are regressed as the pair (cos, sin) and their R² pools both
+  columns (1 − SSE/SST over the pair); velocities as they are.
+- Prediction MSE: see :meth:`latentworld.models.ekvae.EKVAE.predict`; the mean squared error
+  per observed dimension (pixels in [0, 1], or angle features), averaged over sequences and
+  predicted time steps. "smoothed" conditions z_1 on x_{1:5}, "filtered" z_5 on x_{1:5}.
+- Test ELBO: −(distortion + rate) per sequence in nats (one sample, λ = 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from latentworld.data import SequenceDataset
+
+PAPER_TABLE_1A = {  # pendulum (image data), paper Table 1a
+    "VHP-EKVAE (CO)": {"elbo": 807.3, "r2_angle": 0.992, "r2_velocity": 0.998, "mse_smoothed": 1.99e-4},
+    "EKVAE (CO)": {"elbo": 805.9, "r2_angle": 0.957, "r2_velocity": 0.991, "mse_smoothed": 3.53e-4},
+    "EKVAE (annealing)": {"elbo": 804.2, "r2_angle": 0.687, "r2_velocity": 0.339, "mse_smoothed": 1.94e-3},
+}
+
+
+def ols_r2(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> float:
+    """Pooled R² of an OLS fit with intercept, fitted on train, scored on test.
+
+    Args: x ``(N, Dx)``, y ``(N, Dy)`` for both splits. Returns: 1 − SSE/SST over all Dy columns.
+    """
+    def design(x: Tensor) -> Tensor:
+        return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
+
+    coef = torch.linalg.lstsq(design(x_train.double()), y_train.double()).solution
+    residual = y_test.double() - design(x_test.double()) @ coef
+    total = y_test.double() - y_test.double().mean(0)
+    return float(1.0 - residual.pow(2).sum() / total.pow(2).sum())
+
+
+def state_targets(states: Tensor, metadata: dict[str, Any]) -> dict[str, Tensor]:
+    """Regression targets per state variable: ``(N, 2)`` (cos, sin) for angles, ``(N, 1)`` otherwise.
+
+    Args: states ``(N, S)``.
+    """
+    angle_dims = set(metadata["angle_state_dims"])
+    targets = {}
+    for column, name in enumerate(metadata["state_names"]):
+        value = states[:, column]
+        targets[name] = torch.stack([value.cos(), value.sin()], 1) if column in angle_dims else value[:, None]
+    return targets
+
+
+@torch.no_grad()
+def smoothed_means(model: torch.nn.Module, data: SequenceDataset, chunk: int = 256) -> Tensor:
+    """Smoothed posterior means ``(N, T, Dz)`` with encoder means as pseudo-observations."""
+    parts = [model.posterior(data.obs[i:i + chunk], data.actions[i:i + chunk]).smoothed_mean
+             for i in range(0, len(data), chunk)]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def r2_scores(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset) -> dict[str, float]:
+    """R² per state variable, ``{"r2_<name>": value}``."""
+    z_train = smoothed_means(model, train).flatten(0, 1)
+    z_test = smoothed_means(model, test).flatten(0, 1)
+    y_train = state_targets(train.states.flatten(0, 1), train.metadata)
+    y_test = state_targets(test.states.flatten(0, 1), test.metadata)
+    return {f"r2_{name}": ols_r2(z_train, y_train[name], z_test, y_test[name]) for name in y_train}
+
+
+@torch.no_grad()
+def prediction_mse(model: torch.nn.Module, data: SequenceDataset, mode: str, n_condition: int = 5,
+                   chunk: int = 256) -> float:
+    """Mean squared error of open-loop predictions per observed dimension (see module doc)."""
+    errors = []
+    for i in range(0, len(data), chunk):
+        obs, actions = data.obs[i:i + chunk], data.actions[i:i + chunk]
+        predicted = model.predict(obs, actions, n_condition=n_condition, mode=mode)
+        target = obs[:, obs.shape[1] - predicted.shape[1]:]
+        errors.append((predicted - target).pow(2).flatten(2).mean(-1))
+    return float(torch.cat(errors).mean())
+
+
+@torch.no_grad()
+def test_elbo(model: torch.nn.Module, data: SequenceDataset, chunk: int = 256) -> float:
+    """Mean ELBO per sequence in nats (one sample of the posterior)."""
+    values = []
+    for i in range(0, len(data), chunk):
+        terms = model.loss_terms(data.obs[i:i + chunk], data.actions[i:i + chunk])
+        values.append(-(terms["distortion"] + terms["rate"]))
+    return float(torch.cat(values).mean())
+
+
+def evaluate_model(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset, seed: int = 0
+                   ) -> dict[str, float]:
+    """All metrics of the protocol, deterministic given ``seed``."""
+    torch.manual_seed(seed)
+    model.eval()
+    results = {"elbo": test_elbo(model, test), **r2_scores(model, train, test)}
+    results["mse_smoothed"] = prediction_mse(model, test, "smoothed")
+    results["mse_filtered"] = prediction_mse(model, test, "filtered")
+    return results

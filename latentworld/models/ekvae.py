@@ -1,0 +1,234 @@
+"""The extended Kalman VAE (paper §4, DESIGN §3).
+
+Generative model (z ∈ R^Dz, a ∈ R^Da, u ∈ R^Du):
+
+- z_1 ~ p(z_1): the VHP (or N(0, I) as the ablation);
+- z_{t+1} ~ N(F z_t + B u_t, Q) with F, B, Q = Σ_m α_m (F^m, B^m, Q^m), α = softmax(g(z_t, u_t));
+  Q^m are diagonal variances, so every mixture stays positive definite;
+- a_t ~ N(H z_t, R): H the rectangular identity (first Da dims of z are the "position",
+  the rest the "velocity"), or learned with ``learn_h``; R learned diagonal;
+- x_t ~ p_θ(x_t | a_t): Bernoulli for images, Gaussian for angle vectors.
+
+Recognition: a_t ~ q_φ(a_t|x_t); the sampled a_{1:T} are the pseudo-observations of an
+extended Kalman smoother in z whose prediction step uses F, B, Q at the filtered mean.
+
+The filter's initial belief must be Gaussian but the VHP is not: the filter starts from a
+learned Gaussian N(m_0, diag s_0) (initialised to N(0, I)) and the VHP enters the rate
+through Eq. 18 at a sample of the smoothed z_1 — as DESIGN §3 prescribes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from latentworld.config import ModelConfig
+from latentworld.gaussian import mvn_entropy, mvn_kl, mvn_log_prob, mvn_sample
+from latentworld.kalman import KalmanResult, kalman_filter_step, kalman_smoother, kalman_update
+from latentworld.models.networks import Decoder, Encoder, mlp
+from latentworld.models.prior import make_prior
+
+Belief = tuple[Tensor, Tensor]  # (mean (B, Dz), cov (B, Dz, Dz))
+
+
+class EKVAE(nn.Module):
+    """Extended Kalman VAE.
+
+    Args:
+        config: sizes and options.
+        obs_shape: ``(C, H, W)`` for images, ``(Dobs,)`` for vectors.
+        dim_u: action size.
+    """
+
+    kind = "ekvae"
+
+    def __init__(self, config: ModelConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
+        super().__init__()
+        if config.dim_a > config.dim_z:
+            raise ValueError(f"dim_a ({config.dim_a}) must not exceed dim_z ({config.dim_z})")
+        self.config, self.obs_shape, self.dim_u = config, tuple(obs_shape), dim_u
+        dz, da, m = config.dim_z, config.dim_a, config.num_bases
+        # (θ, φ): observation networks.
+        self.encoder = Encoder(config.obs_kind, self.obs_shape, da, config.hidden)
+        self.decoder = Decoder(config.obs_kind, self.obs_shape, da, config.hidden)
+        # ψ: transition, auxiliary-variable model and the filter's initial belief.
+        self.mixer = mlp(dz + dim_u, config.mixer_hidden, m)
+        self.F_bases = nn.Parameter(torch.eye(dz).repeat(m, 1, 1) + 0.01 * torch.randn(m, dz, dz))
+        self.B_bases = nn.Parameter(0.01 * torch.randn(m, dz, dim_u))
+        self.Q_logvar_bases = nn.Parameter(torch.full((m, dz), config.init_process_logvar))
+        self.R_logvar = nn.Parameter(torch.full((da,), config.init_obs_logvar))
+        eye = torch.eye(da, dz)
+        self.H_param = nn.Parameter(eye.clone()) if config.learn_h else None
+        self.register_buffer("H_identity", eye)
+        self.init_mean = nn.Parameter(torch.zeros(dz))
+        self.init_logvar = nn.Parameter(torch.zeros(dz))
+        # (ψ0, φ0): the prior of z_1.
+        self.prior = make_prior(config.prior, dz)
+
+    # ----- parameter groups (REWO trains only the observation networks in its initial phase)
+    def observation_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.decoder.parameters()]
+
+    def dynamics_parameters(self) -> list[nn.Parameter]:
+        own = {id(p) for p in self.observation_parameters()}
+        return [p for p in self.parameters() if id(p) not in own]
+
+    # ----- model pieces
+    @property
+    def H(self) -> Tensor:
+        """``(Da, Dz)``."""
+        return self.H_identity if self.H_param is None else self.H_param
+
+    @property
+    def R(self) -> Tensor:
+        """``(Da, Da)`` diagonal."""
+        return torch.diag(self.R_logvar.exp())
+
+    @property
+    def disentangled(self) -> bool:
+        """True when the first Da dims of z are the position (H is the rectangular identity)."""
+        return self.H_param is None
+
+    def initial_belief(self, batch: int) -> Belief:
+        """The filter's Gaussian belief of z_1: mean ``(B, Dz)``, cov ``(B, Dz, Dz)``."""
+        mean = self.init_mean.expand(batch, -1)
+        cov = torch.diag(self.init_logvar.exp()).expand(batch, -1, -1)
+        return mean, cov
+
+    def transition(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Locally linear transition at (z, u).
+
+        Args: z ``(N, Dz)``, u ``(N, Du)``.
+        Returns: F ``(N, Dz, Dz)``, B ``(N, Dz, Du)``, Q ``(N, Dz, Dz)`` (diagonal).
+        """
+        alpha = torch.softmax(self.mixer(torch.cat([z, u], dim=-1)), dim=-1)
+        F_mix = torch.einsum("nm,mij->nij", alpha, self.F_bases)
+        B_mix = torch.einsum("nm,mij->nij", alpha, self.B_bases)
+        Q_mix = torch.diag_embed(alpha @ self.Q_logvar_bases.exp())
+        return F_mix, B_mix, Q_mix
+
+    def next_mean(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and covariance of p(z_{t+1} | z_t, u_t). Args ``(N, Dz)``, ``(N, Du)``."""
+        F_mix, B_mix, Q_mix = self.transition(z, u)
+        mean = (F_mix @ z.unsqueeze(-1) + B_mix @ u.unsqueeze(-1)).squeeze(-1)
+        return mean, Q_mix
+
+    def sample_next(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One sample of p(z_{t+1} | z_t, u_t). Args ``(N, Dz)``, ``(N, Du)``. Returns ``(N, Dz)``."""
+        mean, cov = self.next_mean(z, u)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + noise * torch.diagonal(cov, dim1=-2, dim2=-1).sqrt()
+
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """Mean observation from z via a = H z. Args: z ``(..., Dz)``. Returns ``(..., *obs_shape)``."""
+        a = z @ self.H.T
+        lead = a.shape[:-1]
+        return self.decoder.mean(a.reshape(-1, a.shape[-1])).reshape(*lead, *self.obs_shape)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(a|x). Args: x ``(B, T, *obs_shape)``. Returns mean, logvar ``(B, T, Da)``."""
+        mean, logvar = self.encoder(x.reshape(-1, *self.obs_shape))
+        return mean.reshape(*x.shape[:2], -1), logvar.reshape(*x.shape[:2], -1)
+
+    def infer(self, a: Tensor, u: Tensor) -> KalmanResult:
+        """Extended Kalman filter + RTS smoother over pseudo-observations a ``(B, T, Da)``."""
+        mean0, cov0 = self.initial_belief(a.shape[0])
+        return kalman_smoother(a, u, self.transition, self.H, self.R, mean0, cov0)
+
+    def posterior(self, x: Tensor, u: Tensor, sample_a: bool = False) -> KalmanResult:
+        """Filtered and smoothed beliefs of z given images x ``(B, T, ...)``, actions u ``(B, T, Du)``.
+
+        Uses the mean of q(a|x) as pseudo-observations unless ``sample_a``.
+        """
+        mean_a, logvar_a = self.encode(x)
+        a = mean_a + torch.randn_like(mean_a) * (0.5 * logvar_a).exp() if sample_a else mean_a
+        return self.infer(a, u)
+
+    # ----- objective (paper Eq. 15, 17, 18)
+    def loss_terms(self, x: Tensor, u: Tensor) -> dict[str, Tensor]:
+        """Distortion and rate per sequence, one reparameterised sample.
+
+        Args: x ``(B, T, *obs_shape)``, u ``(B, T, Du)``.
+        Returns: ``distortion`` and ``rate`` ``(B,)`` in nats, and ``distortion_per_dim`` (scalar,
+        the batch mean per time step and observed dimension, what REWO's D0 bounds).
+        """
+        batch, steps = x.shape[:2]
+        mean_a, logvar_a = self.encode(x)
+        a = mean_a + torch.randn_like(mean_a) * (0.5 * logvar_a).exp()
+        log_px = self.decoder.log_prob(x.reshape(batch * steps, *self.obs_shape), a.reshape(batch * steps, -1))
+        distortion = -log_px.reshape(batch, steps).sum(1)
+
+        result = self.infer(a, u)
+        smoothing = self.config.inference == "smoother"
+        post_mean = result.smoothed_mean if smoothing else result.filtered_mean
+        post_cov = result.smoothed_cov if smoothing else result.filtered_cov
+        H, R = self.H, self.R
+        entropy_q = 0.5 * (logvar_a + 1.0 + torch.log(torch.tensor(2 * torch.pi))).sum(-1)  # (B, T)
+
+        # Initial term (Eq. 18): E_s(z1)[-log N(a_1; H z_1, R)] in closed form, -H[s(z1)], -F_VHP(z_1).
+        m1, P1 = post_mean[:, 0], post_cov[:, 0]
+        trace_term = 0.5 * torch.diagonal(H @ P1 @ H.T, dim1=-2, dim2=-1).div(torch.diagonal(R)).sum(-1)
+        nll_a1 = -mvn_log_prob(a[:, 0], m1 @ H.T, R.expand(batch, -1, -1)) + trace_term
+        z1 = mvn_sample(m1, P1)
+        rate = -entropy_q[:, 0] + nll_a1 - mvn_entropy(P1) - self.prior.log_prob_bound(z1)
+
+        if steps > 1:
+            # Transition terms (Eq. 17): F, B, Q at a *sample* of z_{t-1}, so g(z, u) learns the
+            # whole state range, not only the filtered means (§4.3 (i)).
+            z_prev = mvn_sample(post_mean[:, :-1], post_cov[:, :-1]).reshape(-1, post_mean.shape[-1])
+            z_mean, Q = self.next_mean(z_prev, u[:, :-1].reshape(-1, self.dim_u))
+            a_cov = H @ Q @ H.T + R
+            nll_a = -mvn_log_prob(a[:, 1:].reshape(-1, a.shape[-1]), z_mean @ H.T, a_cov).reshape(batch, -1)
+            rate = rate + (nll_a - entropy_q[:, 1:]).sum(1)
+            if smoothing:
+                kl = mvn_kl(post_mean[:, :-1], post_cov[:, :-1], result.filtered_mean[:, :-1],
+                            result.filtered_cov[:, :-1])
+                rate = rate + kl.sum(1)
+        return {
+            "distortion": distortion,
+            "rate": rate,
+            "distortion_per_dim": distortion.mean() / (steps * x[0, 0].numel()),
+        }
+
+    # ----- prediction and online filtering
+    @torch.no_grad()
+    def predict(self, x: Tensor, u: Tensor, n_condition: int = 5, mode: str = "smoothed") -> Tensor:
+        """Open-loop prediction (DESIGN §6): condition on the first ``n_condition`` frames, then roll
+        the transition mean forward with the true actions and decode the mean observation.
+
+        ``"smoothed"``: z_1 ~ smoothed q(z_1 | x_{1:n}, u_{1:n-1}), frames 1..T are predicted.
+        ``"filtered"``: z_n ~ filter(x_{1:n}), frames n..T are predicted.
+
+        Args: x ``(B, T, *obs_shape)``, u ``(B, T, Du)``.
+        Returns: predicted mean observations ``(B, T', *obs_shape)`` (T' = T or T - n + 1).
+        """
+        result = self.posterior(x[:, :n_condition], u[:, :n_condition])
+        start = 0 if mode == "smoothed" else n_condition - 1
+        if mode == "smoothed":
+            z = mvn_sample(result.smoothed_mean[:, 0], result.smoothed_cov[:, 0])
+        elif mode == "filtered":
+            z = mvn_sample(result.filtered_mean[:, -1], result.filtered_cov[:, -1])
+        else:
+            raise ValueError(f"unknown prediction mode {mode!r}")
+        zs = [z]
+        for t in range(start, x.shape[1] - 1):
+            z = self.next_mean(z, u[:, t])[0]
+            zs.append(z)
+        return self.decode_mean(torch.stack(zs, dim=1))
+
+    @torch.no_grad()
+    def filter_step(self, belief: Belief | None, u_prev: Tensor | None, x: Tensor) -> Belief:
+        """Online filtering, one frame at a time (the real-env controller).
+
+        Args:
+            belief: the filtered belief of z_{t-1} or None at the first frame.
+            u_prev: the action ``(B, Du)`` applied since the last frame (ignored at the first).
+            x: the new frame ``(B, *obs_shape)``.
+        Returns: the filtered belief of z_t.
+        """
+        a = self.encoder(x)[0]
+        if belief is None:
+            mean, cov = self.initial_belief(x.shape[0])
+            return kalman_update(mean, cov, a, self.H, self.R)[:2]
+        return kalman_filter_step(belief[0], belief[1], u_prev, a, self.transition, self.H, self.R)
+

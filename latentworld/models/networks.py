@@ -1,0 +1,117 @@
+"""Observation networks shared by the models: encoders q(a|x) and decoders p(x|a).
+
+Three observation kinds:
+
+- ``"image"`` small grayscale frames (e.g. 16×16): MLP encoder/decoder;
+- ``"image_conv"`` larger RGB frames (e.g. 64×64×3): convolutional encoder/decoder;
+- ``"vector"`` angle features (cos/sin per joint): MLP with a Gaussian decoder.
+
+Image decoders are **Bernoulli** over pixel intensities in [0, 1] (the usual choice for the
+pendulum data; distortion is then the binary cross-entropy in nats). The vector decoder is
+Gaussian with a learned per-dimension standard deviation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int = 2, activation: type[nn.Module] = nn.ReLU
+        ) -> nn.Sequential:
+    """``n_layers`` hidden layers of width ``n_hidden``, linear output."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(n_layers):
+        layers += [nn.Linear(width, n_hidden), activation()]
+        width = n_hidden
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """q(a|x) = N(mean(x), diag exp(logvar(x))).
+
+    Args:
+        kind: ``"image"``, ``"image_conv"`` or ``"vector"``.
+        obs_shape: ``(C, H, W)`` for images, ``(Dobs,)`` for vectors.
+        dim_a: size of the auxiliary variable a.
+        hidden: width of the hidden layers.
+    """
+
+    def __init__(self, kind: str, obs_shape: tuple[int, ...], dim_a: int, hidden: int) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "image_conv":
+            channels = obs_shape[0]
+            self.body = nn.Sequential(
+                nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(),
+                nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),
+                nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+                nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(64 * (obs_shape[1] // 16) * (obs_shape[2] // 16), hidden), nn.ReLU(),
+                nn.Linear(hidden, 2 * dim_a),
+            )
+        elif kind in ("image", "vector"):
+            self.body = nn.Sequential(nn.Flatten(), mlp(math.prod(obs_shape), hidden, 2 * dim_a))
+        else:
+            raise ValueError(f"unknown observation kind {kind!r}")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Args: x ``(N, *obs_shape)``. Returns: mean, logvar ``(N, Da)``."""
+        mean, logvar = self.body(x).chunk(2, dim=-1)
+        return mean, logvar.clamp(-12.0, 6.0)
+
+
+class Decoder(nn.Module):
+    """p(x|a): Bernoulli for images, Gaussian with learned std for vectors.
+
+    Args:
+        kind: ``"image"``, ``"image_conv"`` or ``"vector"``.
+        obs_shape: ``(C, H, W)`` for images, ``(Dobs,)`` for vectors.
+        dim_a: size of a.
+        hidden: width of the hidden layers.
+    """
+
+    def __init__(self, kind: str, obs_shape: tuple[int, ...], dim_a: int, hidden: int) -> None:
+        super().__init__()
+        self.kind, self.obs_shape = kind, tuple(obs_shape)
+        if kind == "image_conv":
+            self.grid = (64, obs_shape[1] // 16, obs_shape[2] // 16)
+            self.body = nn.Sequential(
+                nn.Linear(dim_a, hidden), nn.ReLU(),
+                nn.Linear(hidden, math.prod(self.grid)), nn.ReLU(),
+                nn.Unflatten(-1, self.grid),
+                nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
+                nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
+                nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),
+                nn.ConvTranspose2d(32, obs_shape[0], 4, 2, 1),
+            )
+        else:
+            self.body = nn.Sequential(mlp(dim_a, hidden, math.prod(obs_shape)), nn.Unflatten(-1, self.obs_shape))
+        self.log_std = nn.Parameter(torch.full(self.obs_shape, -2.0)) if kind == "vector" else None
+
+    def forward(self, a: Tensor) -> Tensor:
+        """Args: a ``(N, Da)``. Returns: logits (images) or means (vectors) ``(N, *obs_shape)``."""
+        return self.body(a)
+
+    def log_prob(self, x: Tensor, a: Tensor) -> Tensor:
+        """log p(x|a) summed over observed dimensions. Args: x ``(N, *obs_shape)``, a ``(N, Da)``.
+
+        Returns: ``(N,)``.
+        """
+        out = self(a)
+        if self.log_std is None:
+            return -F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(-1)
+        log_std = self.log_std.expand_as(out)
+        log_density = -0.5 * ((x - out) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+        return log_density.flatten(1).sum(-1)
+
+    def mean(self, a: Tensor) -> Tensor:
+        """The mean observation ``(N, *obs_shape)`` given a ``(N, Da)``."""
+        out = self(a)
+        return torch.sigmoid(out) if self.log_std is None else out

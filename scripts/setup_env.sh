@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment in .venv and install everything
+# latentworld needs, including the Debian GL libraries for headless MuJoCo rendering.
+# Idempotent: a second run only checks. Source-able: exports MUJOCO_GL and activates .venv.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.venv"
+
+# Headless rendering through EGL (Mesa's software/llvmpipe driver on a CPU-only machine):
+# it needs no X server, and is faster than OSMesa, which also prints an atexit error.
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
+
+gl_packages=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+missing=()
+for pkg in "${gl_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "[setup] installing Debian GL libraries for headless rendering: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "[setup] ERROR: headless MuJoCo rendering needs these Debian packages: ${missing[*]}" >&2
+    echo "[setup] ask an administrator to run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+stamp="$venv/.latentworld-installed"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating virtual environment $venv"
+  python3 -m venv "$venv"
+fi
+# Reinstall only when the dependency list changed since the last install.
+if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
+  echo "[setup] installing latentworld and its dependencies (torch CPU build) into $venv"
+  # This machine's pip config names local package folders; keep their "ignored" notices out.
+  pip_install() { "$venv/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+  pip_install --upgrade pip
+  # torch first, pinned, so no other package pulls a multi-GB CUDA build.
+  pip_install "torch==2.13.0"
+  pip_install -e "$repo[dev]"
+  touch "$stamp"
+fi
+# shellcheck disable=SC1091
+source "$venv/bin/activate"

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from latentworld.config import ModelConfig
+from latentworld.gaussian import mvn_kl, mvn_log_prob
+from latentworld.kalman import kalman_smoother
+from latentworld.models import EKVAE
+
+
+def tiny_model(**overrides) -> EKVAE:
+    torch.manual_seed(0)
+    config = ModelConfig(num_bases=3, mixer_hidden=8, hidden=16, **overrides)
+    return EKVAE(config, (1, 8, 8), 1)
+
+
+def test_gaussian_helpers_match_torch_distributions():
+    torch.manual_seed(0)
+    A = torch.randn(4, 3, 3, dtype=torch.float64)
+    cov0, cov1 = A @ A.mT + torch.eye(3), A.mT @ A + 0.5 * torch.eye(3)
+    m0, m1 = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    ref0 = torch.distributions.MultivariateNormal(m0, cov0)
+    ref1 = torch.distributions.MultivariateNormal(m1, cov1)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(mvn_log_prob(x, m0, cov0), ref0.log_prob(x), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(mvn_kl(m0, cov0, m1, cov1), torch.distributions.kl_divergence(ref0, ref1),
+                               atol=1e-5, rtol=1e-6)
+
+
+def test_transition_mixture_is_positive_definite_and_h_is_rectangular_identity():
+    model = tiny_model()
+    z, u = torch.randn(7, 3) * 5, torch.randn(7, 1)
+    F, B, Q = model.transition(z, u)
+    assert F.shape == (7, 3, 3) and B.shape == (7, 3, 1) and Q.shape == (7, 3, 3)
+    assert (torch.linalg.eigvalsh(Q) > 0).all()
+    torch.testing.assert_close(model.H, torch.eye(2, 3))
+    assert model.disentangled and not tiny_model(learn_h=True).disentangled
+
+
+@pytest.mark.parametrize("inference", ["smoother", "filter"])
+def test_loss_terms_are_finite_and_reach_every_parameter_group(inference):
+    model = tiny_model(inference=inference)
+    x, u = torch.rand(4, 5, 1, 8, 8), torch.randn(4, 5, 1)
+    terms = model.loss_terms(x, u)
+    assert terms["distortion"].shape == (4,) and terms["rate"].shape == (4,)
+    (terms["distortion"].mean() + terms["rate"].mean()).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    assert model.mixer[0].weight.grad.abs().sum() > 0  # g(z, u) is trained through the sampled term
+
+
+def test_smoothed_posterior_is_the_kalman_smoother_of_the_encoder_means():
+    model = tiny_model()
+    x, u = torch.rand(3, 6, 1, 8, 8), torch.randn(3, 6, 1)
+    mean_a, _ = model.encode(x)
+    mean0, cov0 = model.initial_belief(3)
+    want = kalman_smoother(mean_a, u, model.transition, model.H, model.R, mean0, cov0)
+    got = model.posterior(x, u)
+    torch.testing.assert_close(got.smoothed_mean, want.smoothed_mean)
+
+
+def test_online_filter_steps_reproduce_the_batch_filter():
+    model = tiny_model()
+    x, u = torch.rand(2, 6, 1, 8, 8), torch.randn(2, 6, 1)
+    batch = model.posterior(x, u)
+    belief = None
+    for t in range(6):
+        belief = model.filter_step(belief, u[:, t - 1] if t else None, x[:, t])
+        torch.testing.assert_close(belief[0], batch.filtered_mean[:, t], atol=1e-5, rtol=1e-4)
+
+
+def test_predictions_have_the_protocol_shapes_and_sampling_is_seeded():
+    model = tiny_model()
+    x, u = torch.rand(2, 9, 1, 8, 8), torch.randn(2, 9, 1)
+    assert model.predict(x, u, mode="smoothed").shape == (2, 9, 1, 8, 8)
+    assert model.predict(x, u, mode="filtered").shape == (2, 5, 1, 8, 8)
+    z = torch.randn(5, 3)
+    a = model.sample_next(z, u[:, 0].repeat(3, 1)[:5], torch.Generator().manual_seed(1))
+    b = model.sample_next(z, u[:, 0].repeat(3, 1)[:5], torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b)

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+from synthetic import write_synthetic_pendulum
+
+from latentworld.checkpoint import CheckpointError, load_model
+from latentworld.cli import main
+from latentworld.config import load_config
+from latentworld.train import Trainer, read_history
+
+
+@pytest.fixture()
+def debug_config(tmp_path):
+    data = write_synthetic_pendulum(tmp_path / "pendulum.npz")
+    return load_config("configs/debug.yaml", [f"data={data}", "threads=1"])
+
+
+def test_debug_training_writes_a_loadable_checkpoint(debug_config, tmp_path):
+    run = tmp_path / "run"
+    trainer = Trainer(debug_config, run)
+    last = trainer.fit(progress=False)
+    assert trainer.step == debug_config.steps and "eval/r2_angle" in last
+    for name in ("config.yaml", "model.pt", "meta.json", "trainer_state.pt", "history.jsonl"):
+        assert (run / name).exists(), name
+    assert any((run / "tb").iterdir())
+    state = torch.load(run / "model.pt", weights_only=True)
+    model, config, meta = load_model(run, expect_kind="ekvae")
+    assert meta["step"] == debug_config.steps and meta["model_class"] == "ekvae"
+    torch.testing.assert_close(model.state_dict()["F_bases"], state["F_bases"])
+    assert config == debug_config
+    history = read_history(run)
+    assert history[-1]["step"] == debug_config.steps and history[-1]["rewo/d0"] > 0
+    assert not history[-1]["rewo/initial_phase"]
+
+
+def test_resume_reproduces_an_uninterrupted_run(debug_config, tmp_path):
+    straight = Trainer(debug_config, tmp_path / "a")
+    straight.fit(progress=False)
+    Trainer(debug_config, tmp_path / "b").fit(progress=False, until=10)  # as if killed after step 10
+    resumed = Trainer(debug_config, tmp_path / "b", resume=True)
+    assert resumed.step == 10
+    resumed.fit(progress=False)
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, msg=key)
+
+
+def test_existing_run_is_not_overwritten_without_resume(debug_config, tmp_path):
+    Trainer(debug_config, tmp_path / "run").fit(progress=False)
+    before = (tmp_path / "run" / "model.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(debug_config, tmp_path / "run")
+    assert (tmp_path / "run" / "model.pt").read_bytes() == before
+
+
+def test_bad_checkpoints_give_one_clear_error(debug_config, tmp_path):
+    run = tmp_path / "run"
+    Trainer(debug_config, run).fit(progress=False)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="expected 'rssm'"):
+        load_model(run, expect_kind="rssm")
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "model_class": "dvbs"}))
+    with pytest.raises(CheckpointError, match="unknown model class"):
+        load_model(run)
+    (run / "meta.json").write_text(json.dumps(meta))
+    (run / "model.pt").write_bytes((run / "model.pt").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(run)
+
+
+def test_cli_train_and_evaluate(debug_config, tmp_path, capsys):
+    data = debug_config.data
+    run = tmp_path / "cli_run"
+    assert main(["train", "--config", "configs/debug.yaml", "--set", f"data={data}", "--set", "threads=1",
+                 "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "ours: VHP-EKVAE (CO)" in out and "r2_angle" in out
+    for name in ("latent_space.png", "predictions.png", "training_curves.png", "eval.json"):
+        assert (tmp_path / "eval" / name).exists(), name
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
