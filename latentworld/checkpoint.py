@@ -13,7 +13,6 @@ import io
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 import yaml
 
 from latentworld.config import TrainConfig, config_from_dict, config_to_dict
+from latentworld.fileio import atomic_write_bytes
 from latentworld.models import MODELS
 
 CONFIG_FILE, MODEL_FILE, META_FILE, TRAINER_FILE = "config.yaml", "model.pt", "meta.json", "trainer_state.pt"
@@ -29,21 +29,6 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete, corrupt or of another model kind."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _torch_bytes(obj: Any) -> bytes:
@@ -55,7 +40,7 @@ def _torch_bytes(obj: Any) -> bytes:
 def git_commit() -> str | None:
     """The current commit of the source tree, if it is a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=Path(__file__).parent, capture_output=True,
                              text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -120,7 +120,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"config file {path} does not exist")
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a config must be a YAML mapping")
+        raise TypeError(f"{path}: a config must be a YAML mapping")
     base = values.pop("base", None)
     return _merge(_read_yaml(path.parent / base), values) if base else values
 

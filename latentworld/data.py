@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from latentworld.fileio import atomic_target
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("obs", "actions", "states", "train_indices", "test_indices", "metadata")
@@ -98,15 +99,8 @@ def save_dataset(
         "metadata": np.array(json.dumps({"format_version": FORMAT_VERSION, **metadata})),
     }
     _validate(arrays, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
+    with atomic_target(path, suffix=".tmp.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -11,7 +11,12 @@ import torch
 from latentworld.checkpoint import load_model, resolve_checkpoint
 from latentworld.data import load_dataset
 from latentworld.metrics import PAPER_TABLE_1A, evaluate_model, smoothed_means
-from latentworld.plots import plot_angle_predictions, plot_latent_space, plot_predictions, plot_training_curves
+from latentworld.plots import (
+    plot_angle_predictions,
+    plot_latent_space,
+    plot_predictions,
+    plot_training_curves,
+)
 from latentworld.train import read_history
 
 EVAL_FILE = "eval.json"

@@ -18,13 +18,17 @@ the innovation covariance; nothing is ever inverted (Cholesky factors and solves
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 Transition = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
-"""``transition(z (B, Dz), u (B, Du)) -> (F (B, Dz, Dz), Bu (B, Dz, Du), Q (B, Dz, Dz))``."""
+"""``transition(z (B, Dz), u (B, Du)) -> (F (B, Dz, Dz), Bu (B, Dz, Du), Q (B, Dz, Dz))``.
+
+All three must carry the batch dimension; a time-invariant matrix can be ``expand``-ed to it
+for free."""
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -62,34 +66,46 @@ def _symmetrise(cov: Tensor) -> Tensor:
     return 0.5 * (cov + cov.mT)
 
 
+def _symmetric_baddbmm(x: Tensor, b1: Tensor, b2: Tensor) -> Tensor:
+    """``_symmetrise(x + b1 @ b2)`` in two ops (a hot path): baddbmm forms half the sum (halving
+    is exact in floating point) and adding the transpose makes it exactly symmetric."""
+    half = torch.baddbmm(x, b1, b2, beta=0.5, alpha=0.5)
+    return half + half.mT
+
+
 def _jittered(R: Tensor, jitter: float | None) -> Tensor:
     eps = default_jitter(R.dtype) if jitter is None else jitter
     return R + eps * torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
 
 
-def _update(mean: Tensor, cov: Tensor, a: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Posterior ``(mean, cov)`` plus the innovation ``(B, Da, 1)`` and Cholesky factor of its
-    covariance ``(B, Da, Da)``; ``R`` is already jittered (the smoother jitters it once, not per step)."""
+def _update(
+    mean: Tensor, cov: Tensor, a: Tensor, H: Tensor, R: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`kalman_update` with ``R`` already jittered (the smoother jitters it once, not per step).
+
+    Returns:
+        ``(mean (B, Dz), cov (B, Dz, Dz), innovation (B, Da, 1), chol (B, Da, Da))`` where
+        ``chol`` is the Cholesky factor of the innovation covariance; the log-likelihood is
+        left to :func:`_innovation_log_lik` so the smoother can evaluate it for all t at once.
+    """
     HP = H @ cov  # (B, Da, Dz)
     chol = torch.linalg.cholesky(HP @ H.mT + R)  # innovation covariance S = L L^T
     gain_t = torch.cholesky_solve(HP, chol)  # K^T = S^{-1} H P, (B, Da, Dz)
     innovation = (a - mean @ H.mT).unsqueeze(-1)  # (B, Da, 1)
-    mean = mean + (innovation.mT @ gain_t).squeeze(-2)
-    # Joseph form (I - KH) P (I - KH)^T + K R K^T: a sum of PSD terms, so rounding cannot
-    # make the covariance indefinite the way P - K S K^T does in float32.
+    mean = torch.baddbmm(mean.unsqueeze(-2), innovation.mT, gain_t).squeeze(-2)  # m + K y
+    # Joseph form (I - KH) P (I - KH)^T + K R K^T: a sum of PSD terms, so it stays positive
+    # definite under rounding where the shorter P - K H P turns indefinite in float32.
     gain = gain_t.mT
     a_mat = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device) - gain @ H
-    cov = _symmetrise(torch.baddbmm(a_mat @ cov @ a_mat.mT, gain @ R, gain_t))
+    cov = _symmetric_baddbmm(a_mat @ cov @ a_mat.mT, gain @ R, gain_t)
     return mean, cov, innovation, chol
 
 
 def _innovation_log_lik(innovation: Tensor, chol: Tensor) -> Tensor:
     """``log N(y; 0, L L^T)`` for innovations ``y (..., Da, 1)`` and factors ``L (..., Da, Da)``."""
     white = torch.linalg.solve_triangular(chol, innovation, upper=False)  # L^{-1} y
-    return (
-        -0.5 * (white.square().sum((-2, -1)) + innovation.shape[-2] * _LOG_2PI)
-        - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    )
+    half_log_det = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # log|S| / 2
+    return -0.5 * (white.square().sum((-2, -1)) + innovation.shape[-2] * _LOG_2PI) - half_log_det
 
 
 def kalman_update(
@@ -130,8 +146,8 @@ def kalman_predict(
         t+1 and the transition and noise matrices used, which the smoother reuses.
     """
     F, Bu, Q = transition(mean, u)
-    mean = (F @ mean.unsqueeze(-1) + Bu @ u.unsqueeze(-1)).squeeze(-1)
-    return mean, _symmetrise(F @ cov @ F.mT + Q), F, Q
+    mean = torch.baddbmm(Bu @ u.unsqueeze(-1), F, mean.unsqueeze(-1)).squeeze(-1)
+    return mean, _symmetric_baddbmm(Q, F @ cov, F.mT), F, Q
 
 
 def kalman_filter_step(

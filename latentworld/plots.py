@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from latentworld.data import SequenceDataset  # noqa: E402
+from latentworld.data import SequenceDataset
 
 
 def plot_latent_space(z: torch.Tensor, data: SequenceDataset, path: Path) -> Path:

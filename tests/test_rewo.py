@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -16,21 +17,21 @@ def scripted_run(distortions, **kwargs):
 
 def test_lambda_rises_while_violated_then_returns_into_unit_interval():
     distortions = [2.0] * 200 + [0.5] * 3000  # constraint violated, then satisfied
-    rewo, lambdas, phases = scripted_run(distortions, alpha=0.9, nu=1.0, tau1=1.0, tau2=1.0)
-    assert lambdas[0] > 1.0 and all(b >= a for a, b in zip(lambdas[:199], lambdas[1:200]))
+    _, lambdas, phases = scripted_run(distortions, alpha=0.9, nu=1.0, tau1=1.0, tau2=1.0)
+    assert lambdas[0] > 1.0 and all(b >= a for a, b in itertools.pairwise(lambdas[:200]))
     peak = max(lambdas)
     assert peak > 10.0
     tail = lambdas[200:]
     # once the EMA drops below D0 lambda only decreases ...
     first_satisfied = next(i for i, phase in enumerate(phases) if not phase)
-    assert all(b <= a + 1e-12 for a, b in zip(lambdas[first_satisfied:], lambdas[first_satisfied + 1:]))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lambdas[first_satisfied:]))
     # ... and ends in [0, 1], where the Lagrangian is a lower bound on the ELBO.
     assert 0.0 <= tail[-1] <= 1.0
 
 
 def test_initial_phase_ends_first_time_ema_below_d0_and_stays_ended():
     distortions = [3.0] * 10 + [0.1] * 50 + [5.0] * 20
-    rewo, _, phases = scripted_run(distortions, alpha=0.5)
+    _, _, phases = scripted_run(distortions, alpha=0.5)
     end = phases.index(False)
     assert 10 <= end < 20 and not any(phases[end:])
 

@@ -1,0 +1,235 @@
+"""The learned dynamics as a Gymnasium environment (DESIGN §7, paper §6.4).
+
+:class:`LatentDynamics` is the pure, batched, differentiable core — ``initial``, ``transition``,
+``reward`` as functions of tensors — that a policy optimiser calls directly (gradients flow
+from the reward through the sampled transitions into the actions). :class:`LatentEnv` is a real
+``gymnasium.Env`` over it; ``latentworld.latent_vec_env`` steps N of them in one tensor op.
+
+Constructor arguments are paths and plain values (so ``env.spec`` stays JSON-serialisable and
+pickling an env only pickles those arguments, not the model).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from latentworld.checkpoint import CheckpointError, load_model, resolve_checkpoint
+from latentworld.data import load_dataset
+from latentworld.gaussian import mvn_sample
+from latentworld.goals import REWARD_KINDS, load_goal
+from latentworld.metrics import smoothed_means
+
+INITIAL_KINDS = ("prior", "posterior")
+DEFAULT_GOAL_FILE = "goal.png"  # a checkpoint may ship the image of its default goal
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_model(run_dir: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    model, config, meta = load_model(run_dir, expect_kind="ekvae")
+    model.requires_grad_(False)  # the env never trains the model; gradients only reach actions
+    return model, config, meta
+
+
+class LatentDynamics:
+    """Stateless batched core: z_1 sampling, one transition sample, the reward.
+
+    Args:
+        model: a disentangled EKVAE (H the rectangular identity).
+        reward: ``"pos"`` (first Da dims of z) or ``"vel"`` (last Dz − Da dims).
+        initial: ``"prior"`` (the learned VHP) or ``"posterior"`` (smoothed z_1 of data sequences).
+        posterior_z1: ``(mean (N, Dz), cov (N, Dz, Dz))`` of the data's smoothed z_1, for ``"posterior"``.
+    """
+
+    def __init__(self, model: torch.nn.Module, reward: str = "pos", initial: str = "prior",
+                 posterior_z1: tuple[Tensor, Tensor] | None = None) -> None:
+        if reward not in REWARD_KINDS:
+            raise ValueError(f"reward must be one of {REWARD_KINDS}, got {reward!r}")
+        if initial not in INITIAL_KINDS:
+            raise ValueError(f"initial must be one of {INITIAL_KINDS}, got {initial!r}")
+        if not model.disentangled:
+            raise CheckpointError("this checkpoint learns H; rewards need H = rectangular identity "
+                                  "(train with model.learn_h=false)")
+        self.model, self.reward_kind, self.initial_kind = model, reward, initial
+        self.posterior_z1 = posterior_z1
+        self.dim_z, self.dim_a = model.config.dim_z, model.config.dim_a
+        self.reward_dims = slice(0, self.dim_a) if reward == "pos" else slice(self.dim_a, self.dim_z)
+
+    def initial(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``(n, Dz)`` initial states."""
+        with torch.no_grad():
+            if self.initial_kind == "prior":
+                return self.model.prior.sample(n, generator)
+            mean, cov = self.posterior_z1
+            index = torch.randint(mean.shape[0], (n,), generator=generator)
+            return mvn_sample(mean[index], cov[index], generator)
+
+    def transition(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One reparameterised sample of p(z_{t+1} | z_t, u_t). Args ``(n, Dz)``, ``(n, Du)``."""
+        return self.model.sample_next(z, u, generator)
+
+    def reward(self, z: Tensor, goal: Tensor) -> Tensor:
+        """r^pos or r^vel: −Σ (z_d − g_d)² over the reward dims. Args: z ``(n, Dz)``, goal ``(Dg,)`` or
+        ``(n, Dg)``. Returns ``(n,)``."""
+        return -(z[:, self.reward_dims] - goal).pow(2).sum(-1)
+
+
+@dataclass
+class LatentSetup:
+    """Everything an env needs, built once from plain arguments by :func:`make_setup`."""
+
+    core: LatentDynamics
+    goal: Tensor | None  # (Dg,), fixed goal
+    goal_pool: Tensor | None  # (K, Dg), goals sampled per episode (goal-conditioned mode)
+    action_low: np.ndarray
+    action_high: np.ndarray
+    horizon: int
+    meta: dict[str, Any]
+
+    @property
+    def obs_dim(self) -> int:
+        extra = self.goal_pool.shape[1] if self.goal_pool is not None else 0
+        return self.core.dim_z + extra
+
+
+def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", horizon: int = 100,
+               initial: str = "prior", data: str | None = None, goal_conditioned: bool = False,
+               default_model: str | None = None) -> LatentSetup:
+    """Load the checkpoint and resolve goal, initial states and action bounds (see :class:`LatentEnv`)."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if model is None and default_model is None:
+        raise CheckpointError("no model given and no pretrained checkpoint ships for this env; pass model=PATH")
+    run_dir = resolve_checkpoint(model if model is not None else default_model)
+    net, config, meta = _cached_model(str(run_dir))
+    data_path = data or config.data
+    posterior_z1 = goal_pool = None
+    if initial == "posterior" or goal_conditioned:
+        train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
+        if initial == "posterior":
+            with torch.no_grad():
+                result = net.posterior(train.obs[:, :5], train.actions[:, :5])
+            posterior_z1 = (result.smoothed_mean[:, 0], result.smoothed_cov[:, 0])
+        if goal_conditioned:
+            if reward != "pos":
+                raise ValueError("goal_conditioned mode samples goal positions; use reward='pos'")
+            goal_pool = smoothed_means(net, train).flatten(0, 1)[:, : config.model.dim_a]
+    core = LatentDynamics(net, reward, initial, posterior_z1)
+    goal_tensor = None
+    if not goal_conditioned:
+        if goal is None:
+            default = run_dir / DEFAULT_GOAL_FILE
+            if not default.exists():
+                raise ValueError(f"{run_dir} ships no default goal; pass goal= (image path or latent vector)")
+            goal = default
+        goal_tensor = load_goal(net, goal, reward)
+    low = np.asarray(meta.get("action_low") or [-1.0] * meta["dim_u"], np.float32)
+    high = np.asarray(meta.get("action_high") or [1.0] * meta["dim_u"], np.float32)
+    return LatentSetup(core, goal_tensor, goal_pool, low, high, int(horizon), meta)
+
+
+def validate_actions(actions: Any, low: np.ndarray, high: np.ndarray, shape: tuple[int, ...]) -> Tensor:
+    """Actions as float32 tensor, or one clear ValueError for a wrong shape, NaN or out-of-bounds value."""
+    array = np.asarray(actions, dtype=np.float32)
+    if array.shape != shape:
+        raise ValueError(f"action has shape {array.shape}, expected {shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"action contains NaN or infinite values: {array.tolist()}")
+    if (array < low - 1e-6).any() or (array > high + 1e-6).any():
+        raise ValueError(f"action {array.tolist()} is outside the action space [{low.tolist()}, {high.tolist()}]")
+    return torch.from_numpy(array)
+
+
+class LatentEnv(gym.Env):
+    """One latent environment: observation z_t (with the goal appended in goal-conditioned mode),
+    action u_t, reward r^pos or r^vel toward the goal, truncated after ``horizon`` steps.
+
+    Args:
+        model: checkpoint directory (or a shipped pretrained name); ``None`` = the env id's default.
+        goal: image path / image-stack ``.npy`` (position), sequence ``.npz`` (velocity), or a latent
+            vector; ``None`` = the checkpoint's shipped ``goal.png``.
+        reward: ``"pos"`` or ``"vel"``.
+        horizon: steps per episode.
+        initial: ``"prior"`` (VHP sample) or ``"posterior"`` (smoothed z_1 of data-set sequences).
+        data: data set for ``"posterior"`` and goal-conditioned mode (default: the training data).
+        goal_conditioned: sample a goal position per episode from the data's encoded frames and
+            append it to the observation.
+        render_mode: ``None`` or ``"rgb_array"`` (the decoded mean frame).
+        default_model: set by the registration of each env id.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, model: str | None = None, goal: str | Sequence[float] | None = None, reward: str = "pos",
+                 horizon: int = 100, initial: str = "prior", data: str | None = None,
+                 goal_conditioned: bool = False, render_mode: str | None = None,
+                 default_model: str | None = None) -> None:
+        self._init_args = {"model": model, "goal": goal, "reward": reward, "horizon": horizon, "initial": initial,
+                           "data": data, "goal_conditioned": goal_conditioned, "render_mode": render_mode,
+                           "default_model": default_model}
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.setup = make_setup(model, goal, reward, horizon, initial, data, goal_conditioned, default_model)
+        self.render_mode = render_mode
+        self.action_space = gym.spaces.Box(self.setup.action_low, self.setup.action_high, dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.setup.obs_dim,), np.float32)
+        self._generator = torch.Generator()
+        self._seeded = False
+        self._z: Tensor | None = None
+        self._goal = self.setup.goal
+        self._t = 0
+
+    def _observation(self) -> np.ndarray:
+        parts = [self._z[0]] if self.setup.goal_pool is None else [self._z[0], self._goal]
+        return torch.cat(parts).numpy().astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None or not self._seeded:  # the private torch stream follows gymnasium's seeding
+            self._generator.manual_seed(int(self.np_random.integers(2**62)))
+            self._seeded = True
+        self._z = self.setup.core.initial(1, self._generator)
+        if self.setup.goal_pool is not None:
+            pool = self.setup.goal_pool
+            self._goal = pool[torch.randint(pool.shape[0], (1,), generator=self._generator)[0]]
+        self._t = 0
+        return self._observation(), {"goal": self._goal.numpy().copy()}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._z is None:
+            raise RuntimeError("call reset() before step()")
+        u = validate_actions(action, self.setup.action_low, self.setup.action_high, self.action_space.shape)
+        with torch.no_grad():
+            self._z = self.setup.core.transition(self._z, u[None], self._generator)
+            reward = float(self.setup.core.reward(self._z, self._goal)[0])
+        self._t += 1
+        return self._observation(), reward, False, self._t >= self.setup.horizon, {}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array" or self._z is None:
+            return None
+        with torch.no_grad():
+            frame = self.setup.core.model.decode_mean(self._z)[0]
+        if frame.ndim != 3:  # angle observations have no picture
+            return None
+        image = (frame.clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+        return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Only the plain arguments and the RNG state travel; the model is reloaded (and cached).
+        return {"args": self._init_args, "generator": self._generator.get_state(), "seeded": self._seeded,
+                "z": self._z, "goal": self._goal, "t": self._t}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["args"])
+        self._generator.set_state(state["generator"])
+        self._seeded, self._z, self._goal, self._t = state["seeded"], state["z"], state["goal"], state["t"]

@@ -1,0 +1,271 @@
+"""Tests of the batched Kalman filter / RTS smoother against dense joint-Gaussian conditioning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from latentworld.kalman import (
+    KalmanResult,
+    Transition,
+    kalman_filter_step,
+    kalman_predict,
+    kalman_smoother,
+    kalman_update,
+)
+
+F64 = torch.float64
+
+
+def random_spd(gen: torch.Generator, *shape: int, dtype: torch.dtype = F64) -> Tensor:
+    """A well-conditioned random SPD matrix of shape ``(*shape[:-1], n, n)``."""
+    n = shape[-1]
+    x = torch.randn(*shape, n, generator=gen, dtype=dtype)
+    return x @ x.mT / n + 0.5 * torch.eye(n, dtype=dtype)
+
+
+def linear_transition(gen: torch.Generator, dz: int, du: int, action_dependent: bool) -> Transition:
+    """A linear system (ignores z); time-varying through the action when ``action_dependent``."""
+    F0 = 0.9 * torch.linalg.qr(torch.randn(dz, dz, generator=gen, dtype=F64))[0]
+    B0 = torch.randn(dz, du, generator=gen, dtype=F64)
+    Q0 = 0.3 * random_spd(gen, dz)
+    W = 0.3 * torch.randn(du, dz * dz, generator=gen, dtype=F64)
+
+    def transition(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b = u.shape[0]
+        F, Bu, Q = F0.expand(b, dz, dz), B0.expand(b, dz, du), Q0.expand(b, dz, dz)
+        if action_dependent:
+            F = F + torch.tanh(u @ W).view(b, dz, dz)
+            Bu = Bu * (1.0 + u.square().sum(-1))[:, None, None]
+            Q = Q + torch.diag_embed(0.1 * u.square().sum(-1, keepdim=True).expand(b, dz))
+        return F, Bu, Q
+
+    return transition
+
+
+def mixture_transition(
+    theta: Tensor, W: Tensor, B0: Tensor, q: Tensor, calls: list[Tensor] | None = None
+) -> Transition:
+    """State-dependent transition as in the EKVAE: a softmax mixture of base matrices ``theta``.
+
+    ``calls`` (when given) records every ``z`` the transition is evaluated at.
+    """
+
+    def transition(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if calls is not None:
+            calls.append(z)
+        alpha = torch.softmax(torch.cat([z, u], -1) @ W, -1)  # (B, M)
+        F = torch.einsum("bm,mij->bij", alpha, theta)
+        Bu = torch.einsum("bm,mij->bij", alpha, B0)
+        return F, Bu, torch.diag_embed(q.expand(z.shape[0], -1))
+
+    return transition
+
+
+def dense_reference(
+    a: Tensor, u: Tensor, transition: Transition, H: Tensor, R: Tensor, mean0: Tensor, cov0: Tensor
+) -> KalmanResult:
+    """Filter/smoother by conditioning the explicit joint Gaussian of (z_1..z_T, a_1..a_T).
+
+    ``z = mu_z + A e`` with independent noise ``e = (z_1 - mean0, w_1, .., w_{T-1})``, so
+    ``Cov(z) = A blockdiag(cov0, Q_1..) A^T``; ``a = (I_T (x) H) z + v``.
+    """
+    B, T, Da = a.shape
+    Dz = mean0.shape[1]
+    mats = [transition(torch.zeros_like(mean0), u[:, t]) for t in range(T - 1)]
+    eye = torch.eye(Dz, dtype=F64).expand(B, Dz, Dz)
+    mu = [mean0]
+    rows = [torch.cat([eye, torch.zeros(B, Dz, (T - 1) * Dz, dtype=F64)], -1)]
+    for t, (F, Bu, _) in enumerate(mats):
+        mu.append((F @ mu[-1].unsqueeze(-1) + Bu @ u[:, t].unsqueeze(-1)).squeeze(-1))
+        row = F @ rows[-1]
+        row[:, :, (t + 1) * Dz : (t + 2) * Dz] += eye
+        rows.append(row)
+    mu_z, A = torch.cat(mu, -1), torch.cat(rows, 1)
+    cov_e = torch.zeros(B, T * Dz, T * Dz, dtype=F64)
+    for t, c in enumerate([cov0] + [Q for _, _, Q in mats]):
+        cov_e[:, t * Dz : (t + 1) * Dz, t * Dz : (t + 1) * Dz] = c
+    cov_z = A @ cov_e @ A.mT
+    H_big = torch.kron(torch.eye(T, dtype=F64), H)
+    cov_a = H_big @ cov_z @ H_big.T + torch.kron(torch.eye(T, dtype=F64), R)
+    cross = cov_z @ H_big.T  # Cov(z, a)
+    resid = a.reshape(B, -1) - mu_z @ H_big.T
+
+    def condition(k: int) -> tuple[Tensor, Tensor]:
+        gain = torch.linalg.solve(cov_a[:, :k, :k], cross[:, :, :k].mT).mT
+        mean = mu_z + (gain @ resid[:, :k].unsqueeze(-1)).squeeze(-1)
+        cov = cov_z - gain @ cross[:, :, :k].mT
+        return mean.view(B, T, Dz), torch.stack(
+            [cov[:, t * Dz : (t + 1) * Dz, t * Dz : (t + 1) * Dz] for t in range(T)], 1
+        )
+
+    filtered = [condition((t + 1) * Da) for t in range(T)]
+    smoothed_mean, smoothed_cov = condition(T * Da)
+    log_lik = torch.distributions.MultivariateNormal(mu_z @ H_big.T, cov_a).log_prob(a.reshape(B, -1))
+    return KalmanResult(
+        torch.stack([m[:, t] for t, (m, _) in enumerate(filtered)], 1),
+        torch.stack([c[:, t] for t, (_, c) in enumerate(filtered)], 1),
+        smoothed_mean,
+        smoothed_cov,
+        log_lik,
+    )
+
+
+def random_problem(
+    gen: torch.Generator, B: int, T: int, Dz: int, Da: int, Du: int, dtype: torch.dtype = F64
+) -> dict[str, Tensor]:
+    """Random inputs of :func:`kalman_smoother` (all but the transition)."""
+    return {
+        "a": torch.randn(B, T, Da, generator=gen, dtype=dtype),
+        "u": torch.randn(B, T, Du, generator=gen, dtype=dtype),
+        "H": torch.randn(Da, Dz, generator=gen, dtype=dtype),
+        "R": 0.5 * random_spd(gen, Da, dtype=dtype),
+        "mean0": torch.randn(B, Dz, generator=gen, dtype=dtype),
+        "cov0": random_spd(gen, B, Dz, dtype=dtype),
+    }
+
+
+@pytest.mark.parametrize("action_dependent", [False, True])
+@pytest.mark.parametrize(
+    "B,T,Dz,Da,Du", [(3, 6, 4, 2, 1), (2, 5, 2, 4, 3), (2, 1, 3, 3, 2), (2, 8, 5, 5, 2), (1, 10, 3, 1, 1)]
+)
+def test_linear_matches_dense_conditioning(
+    action_dependent: bool, B: int, T: int, Dz: int, Da: int, Du: int
+) -> None:
+    gen = torch.Generator().manual_seed(B * 1000 + T * 100 + Dz * 10 + Da + action_dependent)
+    p = random_problem(gen, B, T, Dz, Da, Du)
+    transition = linear_transition(gen, Dz, Du, action_dependent)
+    got = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
+    want = dense_reference(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
+    for name in KalmanResult._fields:
+        assert getattr(got, name).dtype == F64
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-8, atol=1e-9, msg=name)
+
+
+def test_gradcheck() -> None:
+    gen = torch.Generator().manual_seed(0)
+    B, T, Dz, Da, Du, M = 2, 3, 2, 2, 1, 3
+    p = random_problem(gen, B, T, Dz, Da, Du)
+    theta = 0.5 * torch.randn(M, Dz, Dz, generator=gen, dtype=F64)
+    W = torch.randn(Dz + Du, M, generator=gen, dtype=F64)
+    B0 = torch.randn(M, Dz, Du, generator=gen, dtype=F64)
+    q = torch.full((Dz,), 0.2, dtype=F64)
+    r_factor = torch.linalg.cholesky(p["R"])
+    c_factor = torch.linalg.cholesky(p["cov0"])
+    # R and cov0 enter through factors so that gradcheck's one-entry perturbations keep them
+    # symmetric positive definite.
+    inputs = [x.requires_grad_() for x in (p["a"], p["u"], p["H"], p["mean0"], c_factor, r_factor, theta, W)]
+
+    def f(
+        a: Tensor,
+        u: Tensor,
+        H: Tensor,
+        mean0: Tensor,
+        c_factor: Tensor,
+        r_factor: Tensor,
+        theta: Tensor,
+        W: Tensor,
+    ) -> tuple[Tensor, ...]:
+        out = kalman_smoother(
+            a,
+            u,
+            mixture_transition(theta, W, B0, q),
+            H,
+            r_factor @ r_factor.mT,
+            mean0,
+            c_factor @ c_factor.mT,
+        )
+        return out.smoothed_mean, out.smoothed_cov, out.filtered_mean, out.log_likelihood
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_state_dependent_transition_is_linearised_at_filtered_mean_and_online_filter_agrees() -> None:
+    gen = torch.Generator().manual_seed(1)
+    B, T, Dz, Da, Du, M = 4, 7, 3, 2, 2, 4
+    p = random_problem(gen, B, T, Dz, Da, Du)
+    theta = 0.6 * torch.randn(M, Dz, Dz, generator=gen, dtype=F64)
+    W = 2.0 * torch.randn(Dz + Du, M, generator=gen, dtype=F64)
+    B0 = torch.randn(M, Dz, Du, generator=gen, dtype=F64)
+    q = torch.full((Dz,), 0.1, dtype=F64)
+    calls: list[Tensor] = []
+    transition = mixture_transition(theta, W, B0, q, calls)
+    out = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
+    assert len(calls) == T - 1  # once per forward step, never in the backward pass
+    torch.testing.assert_close(torch.stack(calls, 1), out.filtered_mean[:, :-1], rtol=0, atol=0)
+
+    mean, cov, _ = kalman_update(p["mean0"], p["cov0"], p["a"][:, 0], p["H"], p["R"])
+    means, covs = [mean], [cov]
+    for t in range(1, T):
+        mean, cov = kalman_filter_step(mean, cov, p["u"][:, t - 1], p["a"][:, t], transition, p["H"], p["R"])
+        means.append(mean)
+        covs.append(cov)
+    torch.testing.assert_close(torch.stack(means, 1), out.filtered_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.stack(covs, 1), out.filtered_cov, rtol=1e-12, atol=1e-12)
+
+    # The last action is never used; the prediction step is the one the smoother uses.
+    u = p["u"].clone()
+    u[:, -1] += 100.0
+    again = kalman_smoother(p["a"], u, transition, p["H"], p["R"], p["mean0"], p["cov0"])
+    torch.testing.assert_close(again.smoothed_mean, out.smoothed_mean, rtol=0, atol=0)
+    pred_mean, pred_cov, _, _ = kalman_predict(
+        out.filtered_mean[:, 0], out.filtered_cov[:, 0], p["u"][:, 0], transition
+    )
+    torch.testing.assert_close(
+        kalman_update(pred_mean, pred_cov, p["a"][:, 1], p["H"], p["R"])[0], out.filtered_mean[:, 1]
+    )
+
+
+@pytest.mark.parametrize("h_scale,q", [(100.0, 1e-6), (1.0, 1e-8)])
+def test_float32_long_nearly_unobservable_stays_positive_definite(h_scale: float, q: float) -> None:
+    # One coordinate observed very precisely, one barely, two not at all (one of them slowly
+    # growing), almost no process noise: the textbook P - K S K^T update loses definiteness
+    # here in float32 (it fails both cases); the Joseph forms must not.
+    gen = torch.Generator().manual_seed(2)
+    B, T, Dz, Da, Du = 8, 200, 4, 2, 1
+    angle = torch.tensor(0.05)
+    rot = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    F = torch.block_diag(rot, 1.001 * torch.eye(2))
+    H = torch.tensor([[h_scale, 0.0, 0.0, 0.0], [0.0, 0.0, 1e-3, 0.0]])
+    R = 1e-4 * torch.eye(Da)
+    Q = q * torch.eye(Dz)
+
+    def transition(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return F.expand(z.shape[0], Dz, Dz), torch.ones(z.shape[0], Dz, Du), Q.expand(z.shape[0], Dz, Dz)
+
+    a = torch.randn(B, T, Da, generator=gen)
+    u = 0.1 * torch.randn(B, T, Du, generator=gen)
+    out = kalman_smoother(a, u, transition, H, R, torch.zeros(B, Dz), 100.0 * torch.eye(Dz).expand(B, Dz, Dz))
+    assert all(x.dtype == torch.float32 for x in out)
+    assert all(torch.isfinite(x).all() for x in out)
+    for cov in (out.filtered_cov, out.smoothed_cov):
+        assert torch.equal(cov, cov.mT)
+        assert torch.linalg.eigvalsh(cov.double()).min() > 0
+        assert (torch.linalg.cholesky_ex(cov).info == 0).all()
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda p: p.update(a=p["a"][0]), "a must"),
+        (lambda p: p.update(H=p["H"][:, :-1]), "H must"),
+        (lambda p: p.update(u=p["u"][:, :-1]), "u must"),
+        (lambda p: p.update(R=p["R"][:-1]), "R must"),
+        (lambda p: p.update(cov0=p["cov0"][0]), "cov0 must"),
+        (lambda p: p.update(mean0=p["mean0"].float()), "dtype"),
+    ],
+)
+def test_shape_errors(change, match: str) -> None:
+    p = random_problem(torch.Generator().manual_seed(3), 2, 4, 3, 2, 1)
+    change(p)
+    with pytest.raises(ValueError, match=match):
+        kalman_smoother(
+            p["a"],
+            p["u"],
+            linear_transition(torch.Generator(), 3, 1, False),
+            p["H"],
+            p["R"],
+            p["mean0"],
+            p["cov0"],
+        )

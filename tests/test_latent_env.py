@@ -1,0 +1,158 @@
+import pickle
+
+import gymnasium as gym
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from synthetic import write_synthetic_pendulum
+
+import latentworld  # noqa: F401  (registers the ids)
+from latentworld.checkpoint import CheckpointError
+from latentworld.config import load_config
+from latentworld.latent_env import LatentEnv
+from latentworld.latent_vec_env import LatentVectorEnv, SB3LatentVecEnv
+from latentworld.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latent")
+    data = write_synthetic_pendulum(root / "pendulum.npz", n=12, steps=6)
+    Trainer(load_config("configs/debug.yaml", [f"data={data}", "threads=1"]), root / "run").fit(progress=False)
+    return str(root / "run")
+
+
+def make(checkpoint, **kwargs):
+    kwargs = {"model": checkpoint, "goal": [0.0, 1.0], "horizon": 7, **kwargs}
+    return gym.make("LatentPendulum-v0", **kwargs)
+
+
+def test_gymnasium_and_sb3_env_checkers_pass(checkpoint):
+    for kwargs in ({}, {"reward": "vel", "goal": [0.5]}, {"initial": "posterior"},
+                   {"goal": None, "goal_conditioned": True}):
+        env = make(checkpoint, **kwargs).unwrapped
+        check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=False)
+
+
+def test_same_seed_same_rollout_and_pickle_round_trip(checkpoint):
+    def rollout(env, seed):
+        obs = [env.reset(seed=seed)[0]]
+        rewards = []
+        for t in range(7):
+            o, r, terminated, truncated, _ = env.step(np.array([np.sin(t)], np.float32))
+            obs.append(o)
+            rewards.append(r)
+        assert truncated and not terminated
+        return np.array(obs), np.array(rewards)
+
+    env = make(checkpoint)
+    a, b, c = rollout(env, 5), rollout(env, 5), rollout(env, 6)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    env.reset(seed=1)
+    env.step(np.array([0.3], np.float32))
+    clone = pickle.loads(pickle.dumps(env.unwrapped))
+    assert len(pickle.dumps(env.unwrapped)) < 20_000  # the model is not pickled, only the arguments
+    for _ in range(3):
+        np.testing.assert_array_equal(env.step(np.array([0.1], np.float32))[0], clone.step(np.array([0.1], np.float32))[0])
+
+
+def test_reward_is_negative_squared_distance_on_the_position_or_velocity_dims(checkpoint):
+    env = make(checkpoint, goal=[0.25, -0.5]).unwrapped
+    env.reset(seed=0)
+    obs, reward, *_ = env.step(np.array([0.0], np.float32))
+    assert reward == pytest.approx(-((obs[0] - 0.25) ** 2 + (obs[1] + 0.5) ** 2), rel=1e-5)
+    env = make(checkpoint, reward="vel", goal=[2.0]).unwrapped
+    env.reset(seed=0)
+    obs, reward, *_ = env.step(np.array([0.0], np.float32))
+    assert reward == pytest.approx(-((obs[2] - 2.0) ** 2), rel=1e-5)
+
+
+def test_goals_from_images_and_sequences(checkpoint, tmp_path):
+    env = make(checkpoint).unwrapped
+    model = env.setup.core.model
+    frames = (np.random.default_rng(0).random((3, 16, 16, 1)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "goal.png", frames[0, :, :, 0])
+    np.save(tmp_path / "goals.npy", frames)
+    np.savez(tmp_path / "seq.npz", obs=frames, actions=np.zeros((3, 1), np.float32))
+    single = make(checkpoint, goal=str(tmp_path / "goal.png")).unwrapped.setup.goal
+    want = model.encoder(torch.from_numpy(frames[:1]).permute(0, 3, 1, 2).float() / 255)[0][0]
+    torch.testing.assert_close(single, want)
+    assert make(checkpoint, goal=str(tmp_path / "goals.npy")).unwrapped.setup.goal.shape == (2,)
+    assert make(checkpoint, goal=str(tmp_path / "seq.npz"), reward="vel").unwrapped.setup.goal.shape == (1,)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"model": "/nonexistent/run"}, CheckpointError, "does not exist"),
+    ({"goal": [1.0, 2.0, 3.0, 4.0]}, ValueError, "needs 2 values"),
+    ({"reward": "speed"}, ValueError, "reward must be"),
+    ({"goal": None}, ValueError, "no default goal"),
+])
+def test_bad_arguments_give_one_clear_error(checkpoint, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make(checkpoint, **kwargs)
+
+
+def test_goal_image_of_wrong_shape_and_other_model_kind_are_refused(checkpoint, tmp_path):
+    iio.imwrite(tmp_path / "big.png", np.zeros((32, 32), np.uint8))
+    with pytest.raises(ValueError, match="do not match the model's frames"):
+        make(checkpoint, goal=str(tmp_path / "big.png"))
+    run = tmp_path / "other"
+    run.mkdir()
+    for name in ("config.yaml", "model.pt"):
+        (run / name).write_bytes((__import__("pathlib").Path(checkpoint) / name).read_bytes())
+    (run / "meta.json").write_text('{"model_class": "rssm"}')
+    with pytest.raises(CheckpointError, match="unknown model class 'rssm'"):
+        make(str(run))
+
+
+@pytest.mark.parametrize("action, match", [([2.0], "outside the action space"), ([np.nan], "NaN"),
+                                           ([0.1, 0.2], "shape")])
+def test_bad_actions_give_one_clear_error(checkpoint, action, match):
+    env = make(checkpoint)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=match):
+        env.unwrapped.step(np.array(action, np.float32))
+
+
+def test_vector_env_matches_make_vec_and_autoresets(checkpoint):
+    venv = gym.make_vec("LatentPendulum-v0", num_envs=5, vectorization_mode="vector_entry_point",
+                        model=checkpoint, goal=[0.0, 1.0], horizon=3)
+    assert isinstance(venv, LatentVectorEnv)
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (5, 3)
+    for t in range(3):
+        obs, rewards, terminated, truncated, infos = venv.step(np.zeros((5, 1), np.float32))
+    assert truncated.all() and not terminated.any() and infos["final_obs"].shape == (5, 3)
+    assert rewards.shape == (5,)
+    again = gym.make_vec("LatentPendulum-v0", num_envs=5, vectorization_mode="vector_entry_point",
+                         model=checkpoint, goal=[0.0, 1.0], horizon=3)
+    np.testing.assert_array_equal(again.reset(seed=0)[0], venv.reset(seed=0)[0])
+
+
+def test_sb3_trains_on_the_vector_adapter(checkpoint, tmp_path):
+    venv = SB3LatentVecEnv(8, seed=0, model=checkpoint, goal=[0.0, 1.0], horizon=5)
+    agent = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, verbose=0)
+    agent.set_logger(__import__("stable_baselines3.common.logger", fromlist=["configure"]).configure(
+        str(tmp_path / "sb3"), []))
+    agent.learn(256)
+    assert agent.num_timesteps >= 256
+
+
+def test_core_is_differentiable_with_respect_to_actions(checkpoint):
+    core = LatentEnv(model=checkpoint, goal=[0.0, 1.0]).setup.core
+    generator = torch.Generator().manual_seed(0)
+    z = core.initial(4, generator)
+    u = torch.zeros(4, 1, requires_grad=True)
+    total = 0
+    for _ in range(3):
+        z = core.transition(z, u, generator)
+        total = total + core.reward(z, torch.tensor([0.0, 1.0])).sum()
+    total.backward()
+    assert u.grad is not None and torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
