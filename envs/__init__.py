@@ -1,6 +1,6 @@
 """Real environments (dm_control through shimmy) and data-set generation.
 
-Set ``MUJOCO_GL=egl`` before importing this package on a headless machine.
+``MUJOCO_GL`` defaults to ``egl`` (headless) unless set before this package is imported.
 
 - :func:`make_env` builds ``"pendulum"`` (16x16 grayscale images), ``"reacher_angles"`` (joint
   angle features) or ``"reacher_rgb"`` (64x64 RGB images; the target is not drawn);
@@ -10,6 +10,11 @@ Set ``MUJOCO_GL=egl`` before importing this package on a headless machine.
 """
 
 from __future__ import annotations
+
+import os
+
+# Headless rendering by default (must precede the first mujoco/dm_control import); see README.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 from envs.real_env import RealEnv, wrap_angle
 from envs.specs import ENV_NAMES, SPECS, EnvSpec, get_spec

@@ -1,4 +1,4 @@
-"""The ``latentworld`` command: ``train`` and ``evaluate`` (data sets: ``python -m envs.generate``)."""
+"""The ``latentworld`` command: ``train``, ``evaluate``, ``imagine`` (data sets: ``python -m envs.generate``)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _imagine(args: argparse.Namespace) -> int:
+    from latentworld.imagine import imagine
+
+    goal = [float(v) for v in args.goal.split(",")] if args.goal and "," in args.goal else args.goal
+    result = imagine(args.checkpoint, goal=goal, reward=args.reward, episodes=args.episodes,
+                     horizon=args.horizon, seed=args.seed, out=args.out)
+    print(f"[imagine] {args.episodes} episodes of {args.horizon} steps, random actions: "
+          f"mean return {result['mean_return']:.2f}" + (f"; frames {result['figure']}" if result["figure"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentworld", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="folder for eval.json and figures (default: checkpoint)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.set_defaults(func=_evaluate)
+
+    imagine = sub.add_parser("imagine", help="random-action episodes in the latent env, decoded to frames")
+    imagine.add_argument("checkpoint", help="checkpoint directory (or a shipped pretrained name)")
+    imagine.add_argument("--goal", default=None, help="goal image path, or comma-separated latent values")
+    imagine.add_argument("--reward", default="pos", choices=["pos", "vel"])
+    imagine.add_argument("--episodes", type=int, default=4)
+    imagine.add_argument("--horizon", type=int, default=30)
+    imagine.add_argument("--seed", type=int, default=0)
+    imagine.add_argument("--out", default=None, help="PNG of the decoded frames")
+    imagine.set_defaults(func=_imagine)
     return parser
 
 

@@ -31,17 +31,18 @@ def model_label(config_dict: dict[str, Any]) -> str:
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A plain-text table of metric rows (missing entries shown as '-')."""
-    columns = sorted({key for row in rows.values() for key in row},
-                     key=lambda k: ("elbo", "r2", "mse").index(k.split("_")[0]) if k.split("_")[0] in (
-                         "elbo", "r2", "mse") else 9)
+    seen = list(dict.fromkeys(key for row in rows.values() for key in row))  # first-seen order
+    groups = ("elbo", "r2", "mse")
+    columns = sorted((k for k in seen if k.split("_")[0] in groups), key=lambda k: groups.index(k.split("_")[0]))
     width = max(len(name) for name in rows) + 2
-    lines = ["model".ljust(width) + "".join(c.rjust(16) for c in columns)]
+    widths = [max(12, len(c) + 2) for c in columns]
+    lines = ["model".ljust(width) + "".join(c.rjust(w) for c, w in zip(columns, widths))]
     for name, row in rows.items():
         cells = []
-        for c in columns:
+        for c, w in zip(columns, widths):
             value = row.get(c)
-            cells.append("-".rjust(16) if value is None else (f"{value:.3e}" if c.startswith("mse") else
-                                                              f"{value:.4g}").rjust(16))
+            text = "-" if value is None else (f"{value:.3e}" if c.startswith("mse") else f"{value:.4g}")
+            cells.append(text.rjust(w))
         lines.append(name.ljust(width) + "".join(cells))
     return "\n".join(lines)
 

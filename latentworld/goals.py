@@ -22,13 +22,19 @@ from torch import Tensor
 REWARD_KINDS = ("pos", "vel")
 
 
-def as_image_batch(images: np.ndarray | Tensor, obs_shape: tuple[int, ...]) -> Tensor:
-    """Images ``(H, W[, C])`` or ``(N, H, W[, C])``, uint8 or float in [0, 1], as float ``(N, C, H, W)``.
+def as_observation_batch(images: np.ndarray | Tensor, obs_shape: tuple[int, ...]) -> Tensor:
+    """Observations as the model's float batch: images ``(H, W[, C])`` or ``(N, H, W[, C])``, uint8 or
+    float in [0, 1], become ``(N, C, H, W)``; angle features ``(Dobs,)`` or ``(N, Dobs)`` become ``(N, Dobs)``.
 
     Raises:
-        ValueError: the images do not have the model's ``obs_shape`` ``(C, H, W)``.
+        ValueError: the observations do not have the model's ``obs_shape``.
     """
     array = torch.as_tensor(np.asarray(images))
+    if len(obs_shape) == 1:
+        if array.shape[-1:] != obs_shape or array.ndim > 2:
+            raise ValueError(f"goal observation(s) of shape {tuple(array.shape)} do not match the model's "
+                             f"observations {obs_shape}")
+        return array.float().reshape(-1, obs_shape[0])
     channels, height, width = obs_shape
     if array.ndim in (2, 3) and tuple(array.shape[:2]) == (height, width):
         array = array[None]
@@ -44,7 +50,7 @@ def as_image_batch(images: np.ndarray | Tensor, obs_shape: tuple[int, ...]) -> T
 @torch.no_grad()
 def goal_from_images(model: torch.nn.Module, images: np.ndarray | Tensor) -> Tensor:
     """Position goal: the mean of q(a|x) over the images. Returns ``(Da,)``."""
-    return model.encoder(as_image_batch(images, model.obs_shape))[0].mean(0)
+    return model.encoder(as_observation_batch(images, model.obs_shape))[0].mean(0)
 
 
 @torch.no_grad()
@@ -52,9 +58,9 @@ def goal_from_sequence(model: torch.nn.Module, images: np.ndarray | Tensor, acti
                        ) -> Tensor:
     """Velocity goal: the velocity dims of the smoothed z, averaged over time.
 
-    Args: images ``(T, H, W[, C])``; actions ``(T, Du)``. Returns ``(Dv,)``.
+    Args: images ``(T, H, W[, C])`` (or angle features ``(T, Dobs)``); actions ``(T, Du)``. Returns ``(Dv,)``.
     """
-    frames = as_image_batch(images, model.obs_shape)[None]  # (1, T, C, H, W)
+    frames = as_observation_batch(images, model.obs_shape)[None]  # (1, T, C, H, W)
     actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32).reshape(1, frames.shape[1], -1)
     smoothed = model.posterior(frames, actions).smoothed_mean[0]
     return smoothed[:, model.config.dim_a:].mean(0)

@@ -110,3 +110,18 @@ def plot_training_curves(history: list[dict[str, float]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_frame_grid(frames: np.ndarray, path: Path, title: str = "") -> Path:
+    """Rows of uint8 frames. Args: frames ``(rows, T, H, W, 3)``."""
+    rows, steps = frames.shape[:2]
+    fig, axes = plt.subplots(rows, steps, figsize=(steps * 0.55, rows * 0.6), squeeze=False)
+    for r in range(rows):
+        for t in range(steps):
+            axes[r, t].imshow(frames[r, t])
+            axes[r, t].axis("off")
+    fig.suptitle(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

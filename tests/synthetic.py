@@ -28,6 +28,6 @@ def write_synthetic_pendulum(path: Path, n: int = 12, steps: int = 6, size: int 
         angle = angle + 0.1 * velocity
     split = n // 4
     metadata = {"env_id": "synthetic/pendulum", "name": "pendulum", "obs_type": "image", "seed": seed,
-                "action_repeat": 1, "image_size": size, "state_names": ["angle", "angular_velocity"],
+                "action_repeat": 1, "image_size": size, "state_names": ["hinge_angle", "hinge_velocity"],
                 "angle_state_dims": [0], "action_low": [-1.0], "action_high": [1.0]}
     return save_dataset(path, obs, actions, states, np.arange(split, n), np.arange(split), metadata)

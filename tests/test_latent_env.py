@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import gymnasium as gym
 import imageio.v3 as iio
@@ -106,7 +107,7 @@ def test_goal_image_of_wrong_shape_and_other_model_kind_are_refused(checkpoint, 
     run = tmp_path / "other"
     run.mkdir()
     for name in ("config.yaml", "model.pt"):
-        (run / name).write_bytes((__import__("pathlib").Path(checkpoint) / name).read_bytes())
+        (run / name).write_bytes((Path(checkpoint) / name).read_bytes())
     (run / "meta.json").write_text('{"model_class": "rssm"}')
     with pytest.raises(CheckpointError, match="unknown model class 'rssm'"):
         make(str(run))
@@ -156,3 +157,69 @@ def test_core_is_differentiable_with_respect_to_actions(checkpoint):
         total = total + core.reward(z, torch.tensor([0.0, 1.0])).sum()
     total.backward()
     assert u.grad is not None and torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def reacher_checkpoint(tmp_path_factory):
+    from envs.generate import main as generate
+
+    root = tmp_path_factory.mktemp("reacher")
+    data = root / "reacher_angles.npz"
+    assert generate(["reacher_angles", "--out", str(data), "--n-sequences", "8", "--seq-len", "6",
+                     "--no-picture"]) == 0
+    config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "model.obs_kind=vector",
+                                                "model.dim_z=5", "model.dim_a=3"])
+    Trainer(config, root / "run").fit(progress=False)
+    return str(root / "run")
+
+
+def test_latent_reacher_goal_conditioned_and_angle_goals(reacher_checkpoint):
+    env = gym.make("LatentReacher-v0", model=reacher_checkpoint, goal_conditioned=True, horizon=4).unwrapped
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (5 + 3,) and env.action_space.shape == (2,)
+    np.testing.assert_array_equal(obs[5:], info["goal"])
+    goals = {tuple(env.reset(seed=s)[1]["goal"]) for s in range(6)}
+    assert len(goals) > 1  # a new goal per episode
+    angle_goal = np.array([1.0, 0.0, 0.0, 1.0], np.float32)  # cos/sin of both joints
+    np.save(Path(reacher_checkpoint).parent / "goal.npy", angle_goal[None])
+    fixed = gym.make("LatentReacher-v0", model=reacher_checkpoint, goal=str(Path(reacher_checkpoint).parent
+                                                                              / "goal.npy")).unwrapped
+    assert fixed.setup.goal.shape == (3,)
+    with pytest.raises(CheckpointError, match="pass model=PATH"):
+        gym.make("LatentReacher-v0", goal=[0.0, 0.0, 0.0])
+
+
+def test_cli_imagine_writes_decoded_frames(checkpoint, tmp_path, capsys):
+    from latentworld.cli import main
+
+    out = tmp_path / "imagined.png"
+    assert main(["imagine", checkpoint, "--goal", "0,1", "--episodes", "2", "--horizon", "3", "--out", str(out)]) == 0
+    assert out.exists() and "mean return" in capsys.readouterr().out
+    assert main(["imagine", checkpoint, "--goal", "0,1,2,3,4"]) == 2
+    assert "needs 2 values" in capsys.readouterr().err
+
+
+def test_checkpoint_with_learned_h_is_refused(tmp_path):
+    data = write_synthetic_pendulum(tmp_path / "pendulum.npz", n=8, steps=4)
+    config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "steps=2", "model.learn_h=true"])
+    Trainer(config, tmp_path / "run").fit(progress=False)
+    with pytest.raises(CheckpointError, match="rectangular identity"):
+        make(str(tmp_path / "run"))
+
+
+def test_shipped_pretrained_model_and_default_goal_work_without_arguments():
+    env = gym.make("LatentPendulum-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (3,) and env.unwrapped.setup.goal.shape == (2,)
+    assert np.isfinite(env.step(np.array([0.0], np.float32))[1])
+
+
+def test_ids_resolve_without_importing_latentworld_first():
+    import subprocess
+    import sys
+
+    code = ("import gymnasium as gym; env = gym.make('latentworld:LatentPendulum-v0'); "
+            "print(env.reset(seed=0)[0].shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert "(3,)" in out.stdout

@@ -20,7 +20,7 @@ def test_debug_training_writes_a_loadable_checkpoint(debug_config, tmp_path):
     run = tmp_path / "run"
     trainer = Trainer(debug_config, run)
     last = trainer.fit(progress=False)
-    assert trainer.step == debug_config.steps and "eval/r2_angle" in last
+    assert trainer.step == debug_config.steps and "eval/r2_hinge_angle" in last
     for name in ("config.yaml", "model.pt", "meta.json", "trainer_state.pt", "history.jsonl"):
         assert (run / name).exists(), name
     assert any((run / "tb").iterdir())
@@ -77,7 +77,7 @@ def test_cli_train_and_evaluate(debug_config, tmp_path, capsys):
                  "--run-dir", str(run), "--no-progress"]) == 0
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out
-    assert "ours: VHP-EKVAE (CO)" in out and "r2_angle" in out
+    assert "ours: VHP-EKVAE (CO)" in out and "r2_hinge_angle" in out
     for name in ("latent_space.png", "predictions.png", "training_curves.png", "eval.json"):
         assert (tmp_path / "eval" / name).exists(), name
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2

@@ -95,29 +95,40 @@ class EKVAE(nn.Module):
         cov = torch.diag(self.init_logvar.exp()).expand(batch, -1, -1)
         return mean, cov
 
+    def _mixture(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """F ``(N, Dz, Dz)``, B ``(N, Dz, Du)`` and the diagonal of Q ``(N, Dz)`` at (z, u)."""
+        alpha = torch.softmax(self.mixer(torch.cat([z, u], dim=-1)), dim=-1)  # (N, M)
+        n, dz = z.shape
+        F_mix = (alpha @ self.F_bases.flatten(1)).view(n, dz, dz)
+        B_mix = (alpha @ self.B_bases.flatten(1)).view(n, dz, self.dim_u)
+        return F_mix, B_mix, alpha @ self.Q_logvar_bases.exp()
+
     def transition(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Locally linear transition at (z, u).
+        """Locally linear transition at (z, u), the Kalman core's ``transition`` callable.
 
         Args: z ``(N, Dz)``, u ``(N, Du)``.
         Returns: F ``(N, Dz, Dz)``, B ``(N, Dz, Du)``, Q ``(N, Dz, Dz)`` (diagonal).
         """
-        alpha = torch.softmax(self.mixer(torch.cat([z, u], dim=-1)), dim=-1)
-        F_mix = torch.einsum("nm,mij->nij", alpha, self.F_bases)
-        B_mix = torch.einsum("nm,mij->nij", alpha, self.B_bases)
-        Q_mix = torch.diag_embed(alpha @ self.Q_logvar_bases.exp())
-        return F_mix, B_mix, Q_mix
+        F_mix, B_mix, q_var = self._mixture(z, u)
+        return F_mix, B_mix, torch.diag_embed(q_var)
 
     def next_mean(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and covariance of p(z_{t+1} | z_t, u_t). Args ``(N, Dz)``, ``(N, Du)``."""
-        F_mix, B_mix, Q_mix = self.transition(z, u)
+        """Mean ``(N, Dz)`` and diagonal variance ``(N, Dz)`` of p(z_{t+1} | z_t, u_t).
+
+        Args: z ``(N, Dz)``, u ``(N, Du)``.
+        """
+        F_mix, B_mix, q_var = self._mixture(z, u)
         mean = (F_mix @ z.unsqueeze(-1) + B_mix @ u.unsqueeze(-1)).squeeze(-1)
-        return mean, Q_mix
+        return mean, q_var
 
     def sample_next(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One sample of p(z_{t+1} | z_t, u_t). Args ``(N, Dz)``, ``(N, Du)``. Returns ``(N, Dz)``."""
-        mean, cov = self.next_mean(z, u)
+        """One reparameterised sample of p(z_{t+1} | z_t, u_t). Args ``(N, Dz)``, ``(N, Du)``.
+
+        Returns ``(N, Dz)``.
+        """
+        mean, q_var = self.next_mean(z, u)
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-        return mean + noise * torch.diagonal(cov, dim1=-2, dim2=-1).sqrt()
+        return mean + noise * q_var.sqrt()
 
     def decode_mean(self, z: Tensor) -> Tensor:
         """Mean observation from z via a = H z. Args: z ``(..., Dz)``. Returns ``(..., *obs_shape)``."""
@@ -176,8 +187,8 @@ class EKVAE(nn.Module):
             # Transition terms (Eq. 17): F, B, Q at a *sample* of z_{t-1}, so g(z, u) learns the
             # whole state range, not only the filtered means (§4.3 (i)).
             z_prev = mvn_sample(post_mean[:, :-1], post_cov[:, :-1]).reshape(-1, post_mean.shape[-1])
-            z_mean, Q = self.next_mean(z_prev, u[:, :-1].reshape(-1, self.dim_u))
-            a_cov = H @ Q @ H.T + R
+            z_mean, q_var = self.next_mean(z_prev, u[:, :-1].reshape(-1, self.dim_u))
+            a_cov = (H * q_var.unsqueeze(-2)) @ H.T + R  # H diag(q) H^T + R
             nll_a = -mvn_log_prob(a[:, 1:].reshape(-1, a.shape[-1]), z_mean @ H.T, a_cov).reshape(batch, -1)
             rate = rate + (nll_a - entropy_q[:, 1:]).sum(1)
             if smoothing:
