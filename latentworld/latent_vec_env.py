@@ -40,6 +40,7 @@ class LatentVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._generator = torch.Generator()
+        self._seeded = False
         self._z = torch.zeros(num_envs, self.setup.core.dim_z)
         self._goal = self._fixed_goals()
         self._t = np.zeros(num_envs, np.int64)
@@ -68,7 +69,7 @@ class LatentVectorEnv(VectorEnv):
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed if not isinstance(seed, Sequence) else seed[0])
-        if seed is not None or not hasattr(self, "_seeded"):
+        if seed is not None or not self._seeded:  # the private torch stream follows gymnasium's seeding
             self._generator.manual_seed(int(self.np_random.integers(2**62)))
             self._seeded = True
         self._restart(torch.ones(self.num_envs, dtype=torch.bool))
