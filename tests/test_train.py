@@ -105,7 +105,7 @@ def test_killing_a_save_never_leaves_a_broken_checkpoint(debug_config, tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     model, _, meta = load_model(run)
-    assert meta["model_class"] == "ekvae"
+    assert meta["model_class"] == "ekvae" and set(model.state_dict()) == set(torch.load(run / "model.pt"))
     Trainer(debug_config, run, resume=True)  # the resume state loads too
 
 

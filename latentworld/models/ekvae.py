@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from latentworld.config import ModelConfig
-from latentworld.gaussian import mvn_entropy, mvn_kl, mvn_log_prob, mvn_sample
+from latentworld.gaussian import LOG_2PI, mvn_entropy, mvn_kl, mvn_log_prob, mvn_sample
 from latentworld.kalman import KalmanResult, kalman_filter_step, kalman_smoother, kalman_update
 from latentworld.models.networks import Decoder, Encoder, mlp
 from latentworld.models.prior import make_prior
@@ -174,10 +174,11 @@ class EKVAE(nn.Module):
         post_mean = result.smoothed_mean if smoothing else result.filtered_mean
         post_cov = result.smoothed_cov if smoothing else result.filtered_cov
         H, R = self.H, self.R
-        entropy_q = 0.5 * (logvar_a + 1.0 + torch.log(torch.tensor(2 * torch.pi))).sum(-1)  # (B, T)
+        entropy_q = 0.5 * (logvar_a + 1.0 + LOG_2PI).sum(-1)  # H[q(a_t|x_t)], (B, T)
 
         # Initial term (Eq. 18): E_s(z1)[-log N(a_1; H z_1, R)] in closed form, -H[s(z1)], -F_VHP(z_1).
         m1, P1 = post_mean[:, 0], post_cov[:, 0]
+        # tr(R^-1 H P1 H^T) / 2 with R diagonal
         trace_term = 0.5 * torch.diagonal(H @ P1 @ H.T, dim1=-2, dim2=-1).div(torch.diagonal(R)).sum(-1)
         nll_a1 = -mvn_log_prob(a[:, 0], m1 @ H.T, R.expand(batch, -1, -1)) + trace_term
         z1 = mvn_sample(m1, P1)
