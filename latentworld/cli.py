@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from latentworld.checkpoint import CheckpointError
 from latentworld.data import DatasetError
@@ -30,11 +31,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_goal(text: str | None) -> str | list[float] | None:
+    """A goal file path, or comma-separated latent values (e.g. ``"0,1"`` or ``"3.0"``)."""
+    if text is None or Path(text).exists():
+        return text
+    try:
+        return [float(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise FileNotFoundError(f"goal {text!r} is neither an existing file nor comma-separated numbers") from None
+
+
 def _imagine(args: argparse.Namespace) -> int:
     from latentworld.imagine import imagine
 
-    goal = [float(v) for v in args.goal.split(",")] if args.goal and "," in args.goal else args.goal
-    result = imagine(args.checkpoint, goal=goal, reward=args.reward, episodes=args.episodes,
+    result = imagine(args.checkpoint, goal=_parse_goal(args.goal), reward=args.reward, episodes=args.episodes,
                      horizon=args.horizon, seed=args.seed, out=args.out)
     print(f"[imagine] {args.episodes} episodes of {args.horizon} steps, random actions: "
           f"mean return {result['mean_return']:.2f}" + (f"; frames {result['figure']}" if result["figure"] else ""))
@@ -77,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (DatasetError, CheckpointError, FileExistsError, FileNotFoundError, ValueError, TypeError) as err:
         print(f"latentworld {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -52,7 +52,7 @@ class ScheduleConfig:
     d0: float | None = None
     """Distortion bound per time step and observed dimension; None = calibrate (see rewo.py)."""
     d0_margin: float = 0.1
-    """Margin of the D0 heuristic: D0 = distortion after calibration × (1 + margin)."""
+    """Margin of the D0 heuristic: D0 = D_vae + margin × |D_vae| (D_vae: distortion after calibration)."""
     calibration_steps: int = 1500
     """Encoder/decoder-only iterations before D0 is calibrated (when d0 is None)."""
     alpha: float = 0.99
@@ -63,6 +63,8 @@ class ScheduleConfig:
     """Slope of lambda's decay once the constraint holds."""
     tau2: float = 1.0
     """Slope of lambda's growth while the constraint is violated."""
+    lambda_max: float = 1e4
+    """Lambda is kept in [1/lambda_max, lambda_max] (a numerical guard, see rewo.py)."""
     beta0: float = 0.01
     """Annealing: starting rate weight."""
     anneal_steps: int = 3000

@@ -36,10 +36,11 @@ def as_observation_batch(images: np.ndarray | Tensor, obs_shape: tuple[int, ...]
                              f"observations {obs_shape}")
         return array.float().reshape(-1, obs_shape[0])
     channels, height, width = obs_shape
-    if array.ndim in (2, 3) and tuple(array.shape[:2]) == (height, width):
-        array = array[None]
-    if array.ndim == 3:
-        array = array[..., None]
+    if array.ndim == 2:  # one grayscale image (H, W)
+        array = array[None, ..., None]
+    elif array.ndim == 3:  # one image (H, W, C), or a grayscale stack (N, H, W)
+        single = tuple(array.shape) == (height, width, channels)
+        array = array[None] if single else array[..., None]
     if array.ndim != 4 or tuple(array.shape[1:]) != (height, width, channels):
         raise ValueError(f"goal image(s) of shape {tuple(np.shape(images))} do not match the model's frames "
                          f"({height}, {width}, {channels}) (H, W, C)")

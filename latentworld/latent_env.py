@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentworld.checkpoint import CheckpointError, load_model, resolve_checkpoint
+from latentworld.checkpoint import MODEL_FILE, CheckpointError, load_model, resolve_checkpoint
 from latentworld.data import load_dataset
 from latentworld.gaussian import mvn_sample
 from latentworld.goals import REWARD_KINDS, load_goal
@@ -32,8 +32,14 @@ INITIAL_KINDS = ("prior", "posterior")
 DEFAULT_GOAL_FILE = "goal.png"  # a checkpoint may ship the image of its default goal
 
 
+def _cached_model(run_dir: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """The checkpoint's model, shared by the envs built from it until its weights file changes."""
+    weights = (run_dir / MODEL_FILE).stat()
+    return _load_frozen(str(run_dir.resolve()), weights.st_mtime_ns, weights.st_size)
+
+
 @functools.lru_cache(maxsize=8)
-def _cached_model(run_dir: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+def _load_frozen(run_dir: str, mtime_ns: int, size: int) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     model, config, meta = load_model(run_dir, expect_kind="ekvae")
     model.requires_grad_(False)  # the env never trains the model; gradients only reach actions
     return model, config, meta
@@ -108,8 +114,11 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     if model is None and default_model is None:
         raise CheckpointError("no model given and no pretrained checkpoint ships for this env; pass model=PATH")
+    if not isinstance(model, (str, Path, type(None))):
+        raise TypeError(f"model must be a checkpoint directory path, not {type(model).__name__}: paths keep "
+                        "env.spec JSON-serialisable; wrap a model object in LatentDynamics(model, ...) instead")
     run_dir = resolve_checkpoint(model if model is not None else default_model)
-    net, config, meta = _cached_model(str(run_dir))
+    net, config, meta = _cached_model(run_dir)
     data_path = data or config.data
     posterior_z1 = goal_pool = None
     if initial == "posterior" or goal_conditioned:
@@ -227,9 +236,11 @@ class LatentEnv(gym.Env):
     def __getstate__(self) -> dict[str, Any]:
         # Only the plain arguments and the RNG state travel; the model is reloaded (and cached).
         return {"args": self._init_args, "generator": self._generator.get_state(), "seeded": self._seeded,
-                "z": self._z, "goal": self._goal, "t": self._t}
+                "z": self._z, "goal": self._goal, "t": self._t,
+                "np_random": (self._np_random, self._np_random_seed)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["args"])
         self._generator.set_state(state["generator"])
         self._seeded, self._z, self._goal, self._t = state["seeded"], state["z"], state["goal"], state["t"]
+        self._np_random, self._np_random_seed = state["np_random"]

@@ -4,7 +4,7 @@
 registered ids, so ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``
 returns it). Episodes auto-reset in the same step (``AutoresetMode.SAME_STEP``): the returned
 observation of a finished env is its new first observation, and the last one is in
-``infos["final_obs"]``. :class:`SB3LatentVecEnv` adapts it to stable-baselines3's ``VecEnv``,
+``infos["final_obs"]`` (a float ``(N, D)`` array; rows where ``infos["_final_obs"]`` is True count). :class:`SB3LatentVecEnv` adapts it to stable-baselines3's ``VecEnv``,
 so SB3 trains on N envs without N Python env objects.
 """
 
@@ -68,14 +68,19 @@ class LatentVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed if not isinstance(seed, Sequence) else seed[0])
+        """Restart all envs. ``seed``: an int, or one per env (they seed the one shared stream together)."""
+        if isinstance(seed, Sequence):
+            seed = int(np.random.SeedSequence([int(s) for s in seed]).generate_state(1)[0])
+        super().reset(seed=seed)
         if seed is not None or not self._seeded:  # the private torch stream follows gymnasium's seeding
             self._generator.manual_seed(int(self.np_random.integers(2**62)))
             self._seeded = True
         self._restart(torch.ones(self.num_envs, dtype=torch.bool))
-        return self._observations(), {}
+        return self._observations(), {"goal": self._goal.numpy().copy()}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._seeded:
+            raise RuntimeError("call reset() before step()")
         u = validate_actions(actions, self.setup.action_low, self.setup.action_high, self.action_space.shape)
         with torch.no_grad():
             self._z = self.setup.core.transition(self._z, u, self._generator)
@@ -89,6 +94,7 @@ class LatentVectorEnv(VectorEnv):
             infos = {"final_obs": final, "_final_obs": truncated.copy(), "final_info": {},
                      "_final_info": truncated.copy()}
             self._restart(torch.from_numpy(truncated))
+            infos.update({"goal": self._goal.numpy().copy(), "_goal": truncated.copy()})
         return self._observations(), rewards, terminated, truncated, infos
 
 
@@ -127,15 +133,22 @@ class SB3LatentVecEnv(VecEnv):
     def close(self) -> None:
         self.venv.close()
 
+    # The N envs are one tensor batch, so attributes and methods exist once for all of them.
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-        return [getattr(self.venv, attr_name)] * len(self._get_indices(indices))
+        single = {"action_space": "single_action_space", "observation_space": "single_observation_space"}
+        return [getattr(self.venv, single.get(attr_name, attr_name))] * len(self._get_indices(indices))
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        self._require_all(indices, f"set_attr({attr_name!r})")
         setattr(self.venv, attr_name, value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
-        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
-        return [result] * len(self._get_indices(indices))
+        self._require_all(indices, f"env_method({method_name!r})")
+        return [getattr(self.venv, method_name)(*method_args, **method_kwargs)] * self.num_envs
+
+    def _require_all(self, indices: Any, what: str) -> None:
+        if sorted(self._get_indices(indices)) != list(range(self.num_envs)):
+            raise ValueError(f"{what}: the latent envs are one batch; per-env indices are not supported")
 
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
         return [False] * len(self._get_indices(indices))

@@ -19,9 +19,10 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from latentworld.checkpoint import TRAINER_FILE, git_commit, load_torch, save_checkpoint
+from latentworld.checkpoint import TRAINER_FILE, CheckpointError, git_commit, load_torch, save_checkpoint
 from latentworld.config import TrainConfig
 from latentworld.data import SequenceDataset, load_dataset
+from latentworld.fileio import atomic_write_bytes
 from latentworld.metrics import r2_scores
 from latentworld.models import MODELS
 from latentworld.rewo import KLAnnealing, Rewo
@@ -34,7 +35,7 @@ VALIDATION_SEQUENCES = 256
 def make_schedule(config: TrainConfig) -> Rewo | KLAnnealing:
     s = config.schedule
     if s.kind == "rewo":
-        return Rewo(s.d0, alpha=s.alpha, nu=s.nu, tau1=s.tau1, tau2=s.tau2)
+        return Rewo(s.d0, alpha=s.alpha, nu=s.nu, tau1=s.tau1, tau2=s.tau2, lambda_max=s.lambda_max)
     if s.kind == "annealing":
         return KLAnnealing(beta0=s.beta0, steps=s.anneal_steps)
     raise ValueError(f"unknown schedule {s.kind!r}; use 'rewo' or 'annealing'")
@@ -95,12 +96,19 @@ class Trainer:
 
     def _load_state(self) -> None:
         state = load_torch(self.run_dir / TRAINER_FILE)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{self.run_dir} was trained with another model config; resume it with "
+                                  f"the config in its config.yaml ({err})") from err
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        # Steps logged after the last checkpoint are trained again: drop their history lines.
+        history = [row for row in read_history(self.run_dir) if row["step"] <= self.step]
+        atomic_write_bytes(self.run_dir / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history).encode())
 
     def save(self, extra: dict[str, Any] | None = None) -> None:
         trainer_state = {

@@ -19,7 +19,7 @@ fi
 resume=()
 [ -f "$run/pendulum_ekvae/trainer_state.pt" ] && resume=(--resume)
 latentworld train --config configs/pendulum_ekvae.yaml --set "steps=$steps" \
-  --run-dir "$run/pendulum_ekvae" "${resume[@]}"
+  --run-dir "$run/pendulum_ekvae" ${resume[@]+"${resume[@]}"}
 latentworld evaluate "$run/pendulum_ekvae"
 # The trained model as a Gymnasium env: imagined episodes under random actions, reward toward the
 # upright pole (the goal image shipped with the pretrained checkpoint).

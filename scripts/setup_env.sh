@@ -11,6 +11,9 @@ venv="$repo/.venv"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
 
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+  echo "[setup] ERROR: latentworld needs Python >= 3.10; found $(python3 --version 2>&1)" >&2; exit 1; }
+
 gl_packages=(libegl1 libegl-mesa0 libgl1-mesa-dri)
 missing=()
 for pkg in "${gl_packages[@]}"; do
@@ -30,7 +33,10 @@ fi
 stamp="$venv/.latentworld-installed"
 if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating virtual environment $venv"
-  python3 -m venv "$venv"
+  python3 -m venv "$venv" || {
+    rm -rf "$venv"
+    echo "[setup] ERROR: python3 -m venv failed; on Debian install it with: apt-get install -y python3-venv" >&2
+    exit 1; }
 fi
 # Reinstall only when the dependency list changed since the last install.
 if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
@@ -38,8 +44,13 @@ if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
   # This machine's pip config names local package folders; keep their "ignored" notices out.
   pip_install() { "$venv/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
   pip_install --upgrade pip
-  # torch first, pinned, so no other package pulls a multi-GB CUDA build.
-  pip_install "torch==2.13.0"
+  # torch first, pinned and CPU-only, so no other package pulls a multi-GB CUDA build: a local
+  # CPU wheel if pip is configured with one (find-links), else PyTorch's CPU package index.
+  if "$venv/bin/python" -m pip install -q --dry-run --no-index --no-deps "torch==2.13.0" >/dev/null 2>&1; then
+    pip_install "torch==2.13.0"
+  else
+    pip_install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+  fi
   pip_install -e "$repo[dev]"
   touch "$stamp"
 fi

@@ -198,6 +198,9 @@ def test_cli_imagine_writes_decoded_frames(checkpoint, tmp_path, capsys):
     assert out.exists() and "mean return" in capsys.readouterr().out
     assert main(["imagine", checkpoint, "--goal", "0,1,2,3,4"]) == 2
     assert "needs 2 values" in capsys.readouterr().err
+    assert main(["imagine", checkpoint, "--reward", "vel", "--goal", "3.0", "--episodes", "1", "--horizon", "2"]) == 0
+    assert main(["imagine", checkpoint, "--goal", "upright.png"]) == 2
+    assert "neither an existing file" in capsys.readouterr().err
 
 
 def test_checkpoint_with_learned_h_is_refused(tmp_path):
@@ -223,3 +226,41 @@ def test_ids_resolve_without_importing_latentworld_first():
             "print(env.reset(seed=0)[0].shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert "(3,)" in out.stdout
+
+
+def test_env_sees_new_weights_after_the_checkpoint_changes_and_refuses_model_objects(tmp_path):
+    data = write_synthetic_pendulum(tmp_path / "pendulum.npz", n=8, steps=4)
+    config = load_config("configs/debug.yaml", [f"data={data}", "threads=1"])
+    run = tmp_path / "run"
+    Trainer(config, run).fit(progress=False, until=10)
+    before = make(str(run)).unwrapped.setup.core.model
+    Trainer(config, run, resume=True).fit(progress=False)
+    after = make(str(run)).unwrapped.setup.core.model
+    assert after is not before and not torch.equal(after.F_bases, before.F_bases)
+    with pytest.raises(TypeError, match="checkpoint directory path"):
+        make(str(run), model=after)
+
+
+def test_vector_env_contract_details(checkpoint):
+    venv = LatentVectorEnv(num_envs=3, model=checkpoint, goal=[0.0, 1.0], horizon=2)
+    with pytest.raises(RuntimeError, match="reset"):
+        venv.step(np.zeros((3, 1), np.float32))
+    a, info = venv.reset(seed=[3, 4, 5])
+    b, _ = venv.reset(seed=[3, 4, 6])
+    assert not np.array_equal(a, b) and info["goal"].shape == (3, 2)
+    sb3 = SB3LatentVecEnv(3, seed=0, model=checkpoint, goal=[0.0, 1.0])
+    assert sb3.get_attr("action_space")[0].shape == (1,)
+    with pytest.raises(ValueError, match="one batch"):
+        sb3.env_method("reset", indices=[0])
+
+
+def test_goal_stack_with_as_many_images_as_pixels_per_side(checkpoint, tmp_path):
+    stack = (np.random.default_rng(0).random((16, 16, 16)) * 255).astype(np.uint8)  # 16 grayscale 16×16
+    np.save(tmp_path / "stack.npy", stack)
+    assert make(checkpoint, goal=str(tmp_path / "stack.npy")).unwrapped.setup.goal.shape == (2,)
+
+
+def test_pickle_keeps_gymnasium_seed(checkpoint):
+    env = make(checkpoint).unwrapped
+    env.reset(seed=11)
+    assert pickle.loads(pickle.dumps(env)).np_random_seed == env.np_random_seed == 11

@@ -60,3 +60,20 @@ def test_annealing_beta_rises_linearly_to_one():
     betas = [schedule.update(0.0).rate for _ in range(15)]
     assert betas[0] == pytest.approx(0.1) and betas[5] == pytest.approx(0.55) and betas[-1] == 1.0
     assert not schedule.initial_phase
+
+
+def test_lambda_is_bounded_when_d0_is_far_below_the_distortion():
+    rewo = Rewo(d0=0.01, alpha=0.99, lambda_max=1e4)
+    lambdas = [rewo.update(0.7).distortion for _ in range(2000)]
+    assert max(lambdas) == 1e4 and all(math.isfinite(v) for v in lambdas)
+
+
+def test_calibration_bound_is_looser_than_the_reached_distortion_also_when_negative():
+    for reached in (0.05, -1.5):
+        rewo = Rewo(d0=None, alpha=0.9)
+        for _ in range(200):
+            rewo.update(5.0 if rewo.ema is None else reached)  # a stale first batch must not leak in
+        d0 = rewo.calibrate(0.1)
+        assert d0 == pytest.approx(reached + 0.1 * abs(reached)) and d0 > reached
+        rewo.update(reached)
+        assert not rewo.initial_phase  # the main phase starts right after calibration

@@ -37,10 +37,14 @@ def test_debug_training_writes_a_loadable_checkpoint(debug_config, tmp_path):
 def test_resume_reproduces_an_uninterrupted_run(debug_config, tmp_path):
     straight = Trainer(debug_config, tmp_path / "a")
     straight.fit(progress=False)
-    Trainer(debug_config, tmp_path / "b").fit(progress=False, until=10)  # as if killed after step 10
+    Trainer(debug_config, tmp_path / "b").fit(progress=False, until=10)  # as if killed after step 10 ...
+    with (tmp_path / "b" / "history.jsonl").open("a") as history:  # ... having logged step 15 already
+        history.write(json.dumps({"step": 15, "wall": 0.0}) + "\n")
     resumed = Trainer(debug_config, tmp_path / "b", resume=True)
     assert resumed.step == 10
     resumed.fit(progress=False)
+    assert [row["step"] for row in read_history(tmp_path / "b")] == [row["step"] for row in read_history(
+        tmp_path / "a")]  # no duplicated history lines
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, msg=key)
 

@@ -28,6 +28,8 @@ class StandardNormalPrior(nn.Module):
     def __init__(self, dim_z: int) -> None:
         super().__init__()
         self.dim_z = dim_z
+        # Follows the model's dtype and device (``.double()``, ``.to(...)``); not saved.
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
     def log_prob_bound(self, z: Tensor) -> Tensor:
         """Args: z ``(B, Dz)``. Returns: log N(z; 0, I) ``(B,)``."""
@@ -35,7 +37,7 @@ class StandardNormalPrior(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Returns: ``(n, Dz)`` samples."""
-        return torch.randn(n, self.dim_z, generator=generator)
+        return torch.randn(n, self.dim_z, generator=generator, dtype=self.anchor.dtype, device=self.anchor.device)
 
 
 class VariationalHierarchicalPrior(nn.Module):
@@ -72,10 +74,10 @@ class VariationalHierarchicalPrior(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """ζ ~ N(0, I), z ~ p(z|ζ). Returns: ``(n, Dz)``."""
-        device = next(self.parameters()).device
-        zeta = torch.randn(n, self.dim_zeta, generator=generator, device=device)
+        reference = next(self.parameters())
+        zeta = torch.randn(n, self.dim_zeta, generator=generator, dtype=reference.dtype, device=reference.device)
         mean, logvar = self._decode(zeta)
-        noise = torch.randn(mean.shape, generator=generator, device=device)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + noise * torch.exp(0.5 * logvar)
 
 
