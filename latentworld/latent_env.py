@@ -98,7 +98,6 @@ class LatentSetup:
     action_low: np.ndarray
     action_high: np.ndarray
     horizon: int
-    meta: dict[str, Any]
 
     @property
     def obs_dim(self) -> int:
@@ -142,7 +141,7 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
         goal_tensor = load_goal(net, goal, reward)
     low = np.asarray(meta.get("action_low") or [-1.0] * meta["dim_u"], np.float32)
     high = np.asarray(meta.get("action_high") or [1.0] * meta["dim_u"], np.float32)
-    return LatentSetup(core, goal_tensor, goal_pool, low, high, int(horizon), meta)
+    return LatentSetup(core, goal_tensor, goal_pool, low, high, int(horizon))
 
 
 def validate_actions(actions: Any, low: np.ndarray, high: np.ndarray, shape: tuple[int, ...]) -> Tensor:
