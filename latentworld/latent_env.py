@@ -100,9 +100,19 @@ class LatentSetup:
     horizon: int
 
     @property
-    def obs_dim(self) -> int:
+    def action_space(self) -> gym.spaces.Box:
+        """One env's action space: the data set's action box."""
+        return gym.spaces.Box(self.action_low, self.action_high, dtype=np.float32)
+
+    @property
+    def observation_space(self) -> gym.spaces.Box:
+        """One env's observation space: z (Dz), with the goal appended in goal-conditioned mode."""
         extra = self.goal_pool.shape[1] if self.goal_pool is not None else 0
-        return self.core.dim_z + extra
+        return gym.spaces.Box(-np.inf, np.inf, (self.core.dim_z + extra,), np.float32)
+
+    def seed_stream(self, generator: torch.Generator, np_random: np.random.Generator) -> None:
+        """Seed an env's private torch stream from gymnasium's ``np_random`` (same seed, same rollout)."""
+        generator.manual_seed(int(np_random.integers(2**62)))
 
 
 def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", horizon: int = 100,
@@ -187,8 +197,7 @@ class LatentEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.setup = make_setup(model, goal, reward, horizon, initial, data, goal_conditioned, default_model)
         self.render_mode = render_mode
-        self.action_space = gym.spaces.Box(self.setup.action_low, self.setup.action_high, dtype=np.float32)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.setup.obs_dim,), np.float32)
+        self.action_space, self.observation_space = self.setup.action_space, self.setup.observation_space
         self._generator = torch.Generator()
         self._seeded = False
         self._z: Tensor | None = None
@@ -203,7 +212,7 @@ class LatentEnv(gym.Env):
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if seed is not None or not self._seeded:  # the private torch stream follows gymnasium's seeding
-            self._generator.manual_seed(int(self.np_random.integers(2**62)))
+            self.setup.seed_stream(self._generator, self.np_random)
             self._seeded = True
         self._z = self.setup.core.initial(1, self._generator)
         if self.setup.goal_pool is not None:

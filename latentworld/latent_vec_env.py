@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -35,8 +34,8 @@ class LatentVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.setup = make_setup(model, goal, reward, horizon, initial, data, goal_conditioned, default_model)
         self.num_envs = num_envs
-        self.single_action_space = gym.spaces.Box(self.setup.action_low, self.setup.action_high, dtype=np.float32)
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (self.setup.obs_dim,), np.float32)
+        self.single_action_space = self.setup.action_space
+        self.single_observation_space = self.setup.observation_space
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._generator = torch.Generator()
@@ -73,7 +72,7 @@ class LatentVectorEnv(VectorEnv):
             seed = int(np.random.SeedSequence([int(s) for s in seed]).generate_state(1)[0])
         super().reset(seed=seed)
         if seed is not None or not self._seeded:  # the private torch stream follows gymnasium's seeding
-            self._generator.manual_seed(int(self.np_random.integers(2**62)))
+            self.setup.seed_stream(self._generator, self.np_random)
             self._seeded = True
         self._restart(torch.ones(self.num_envs, dtype=torch.bool))
         return self._observations(), {"goal": self._goal.numpy().copy()}
