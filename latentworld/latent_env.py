@@ -28,11 +28,14 @@ from latentworld.gaussian import mvn_sample
 from latentworld.goals import REWARD_KINDS, load_goal
 from latentworld.metrics import smoothed_means
 
-INITIAL_KINDS = ("prior", "posterior")
+INITIAL_KINDS = ("prior", "posterior", "given")
 DEFAULT_GOAL_FILE = "goal.png"  # a checkpoint may ship the image of its default goal
+# A trained model keeps data states within about ±20 latent units (the shipped pendulum model: positions
+# ±4.5, velocity ±19); far outside, a rollout has left the model's domain and can grow without limit.
+DEFAULT_STATE_BOUND = 100.0
 
 
-def _cached_model(run_dir: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+def cached_model(run_dir: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """The checkpoint's model, shared by the envs built from it until its weights file changes."""
     weights = (run_dir / MODEL_FILE).stat()
     return _load_frozen(str(run_dir.resolve()), weights.st_mtime_ns, weights.st_size)
@@ -48,15 +51,25 @@ def _load_frozen(run_dir: str, mtime_ns: int, size: int) -> tuple[torch.nn.Modul
 class LatentDynamics:
     """Stateless batched core: z_1 sampling, one transition sample, the reward.
 
+    Every state it returns is finite and inside the box ``[-state_bound, state_bound]^Dz``: a rollout
+    that tries to leave it (sustained extreme actions can drive a learned model far outside its data)
+    is clamped to the box, and :meth:`escaped` tells which states sit on its edge.
+
     Args:
         model: a disentangled EKVAE (H the rectangular identity).
         reward: ``"pos"`` (first Da dims of z) or ``"vel"`` (last Dz − Da dims).
-        initial: ``"prior"`` (the learned VHP) or ``"posterior"`` (smoothed z_1 of data sequences).
+        initial: ``"prior"`` (the learned VHP), ``"posterior"`` (smoothed z_1 of data sequences) or
+            ``"given"`` (drawn uniformly from ``initial_states``).
         posterior_z1: ``(mean (N, Dz), cov (N, Dz, Dz))`` of the data's smoothed z_1, for ``"posterior"``.
+        noise_scale: multiplies the standard deviation of the learned process noise; 0 rolls out the
+            mean dynamics, 1 samples p(z_{t+1} | z_t, u_t) as learned.
+        initial_states: ``(K, Dz)`` start states for ``"given"`` (e.g. filtered beliefs of real frames).
+        state_bound: half-width of the box states are kept in (latent units).
     """
 
     def __init__(self, model: torch.nn.Module, reward: str = "pos", initial: str = "prior",
-                 posterior_z1: tuple[Tensor, Tensor] | None = None) -> None:
+                 posterior_z1: tuple[Tensor, Tensor] | None = None, noise_scale: float = 1.0,
+                 initial_states: Tensor | None = None, state_bound: float = DEFAULT_STATE_BOUND) -> None:
         if reward not in REWARD_KINDS:
             raise ValueError(f"reward must be one of {REWARD_KINDS}, got {reward!r}")
         if initial not in INITIAL_KINDS:
@@ -64,28 +77,68 @@ class LatentDynamics:
         if not model.disentangled:
             raise CheckpointError("this checkpoint learns H; rewards need H = rectangular identity "
                                   "(train with model.learn_h=false)")
+        if not (np.isfinite(noise_scale) and noise_scale >= 0):
+            raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
+        if not (np.isfinite(state_bound) and state_bound > 0):
+            raise ValueError(f"state_bound must be a finite number > 0, got {state_bound}")
         self.model, self.reward_kind, self.initial_kind = model, reward, initial
         self.posterior_z1 = posterior_z1
+        self.noise_scale, self.state_bound = float(noise_scale), float(state_bound)
         self.dim_z, self.dim_a = model.config.dim_z, model.config.dim_a
+        self.initial_states = None if initial_states is None else check_states(initial_states, self.dim_z)
+        if initial == "given" and self.initial_states is None:
+            raise ValueError("initial='given' needs initial_states, a (K, Dz) array of start states")
         self.reward_dims = slice(0, self.dim_a) if reward == "pos" else slice(self.dim_a, self.dim_z)
 
     def initial(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``(n, Dz)`` initial states."""
         with torch.no_grad():
             if self.initial_kind == "prior":
-                return self.model.prior.sample(n, generator)
+                return self.bounded(self.model.prior.sample(n, generator))
+            if self.initial_kind == "given":
+                index = torch.randint(self.initial_states.shape[0], (n,), generator=generator)
+                return self.initial_states[index].clone()
             mean, cov = self.posterior_z1
             index = torch.randint(mean.shape[0], (n,), generator=generator)
-            return mvn_sample(mean[index], cov[index], generator)
+            return self.bounded(mvn_sample(mean[index], cov[index], generator))
 
     def transition(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One reparameterised sample of p(z_{t+1} | z_t, u_t). Args ``(n, Dz)``, ``(n, Du)``."""
-        return self.model.sample_next(z, u, generator)
+        """One reparameterised sample of p(z_{t+1} | z_t, u_t) with the process noise scaled by
+        ``noise_scale``, kept inside the state box. Args ``(n, Dz)``, ``(n, Du)``. Returns ``(n, Dz)``."""
+        mean, variance = self.model.next_mean(z, u)
+        if self.noise_scale > 0:
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+            mean = mean + self.noise_scale * noise * variance.sqrt()
+        return self.bounded(mean)
+
+    def bounded(self, z: Tensor) -> Tensor:
+        """``z`` with non-finite values replaced and every entry clamped to ``±state_bound``."""
+        bound = self.state_bound
+        return torch.nan_to_num(z, nan=bound, posinf=bound, neginf=-bound).clamp(-bound, bound)
+
+    def escaped(self, z: Tensor) -> Tensor:
+        """``(n,)`` bool: the state reached the edge of the box (the rollout left the model's domain)."""
+        return (z.abs() >= self.state_bound).any(-1)
 
     def reward(self, z: Tensor, goal: Tensor) -> Tensor:
         """r^pos or r^vel: −Σ (z_d − g_d)² over the reward dims. Args: z ``(n, Dz)``, goal ``(Dg,)`` or
         ``(n, Dg)``. Returns ``(n,)``."""
         return -(z[:, self.reward_dims] - goal).pow(2).sum(-1)
+
+
+def check_states(states: Any, dim_z: int) -> Tensor:
+    """Start states as a float32 ``(K, Dz)`` tensor: from a tensor, an array, nested lists or a ``.npy``
+    path; one clear ``ValueError`` for a missing file, a wrong shape or non-finite values."""
+    if isinstance(states, (str, Path)):
+        if not Path(states).is_file():
+            raise ValueError(f"initial_states file {states} does not exist")
+        states = np.load(states, allow_pickle=False)
+    array = torch.as_tensor(np.asarray(states, dtype=np.float32))
+    if array.ndim != 2 or array.shape[1] != dim_z or array.shape[0] == 0:
+        raise ValueError(f"initial_states must have shape (K, {dim_z}) with K >= 1, got {tuple(array.shape)}")
+    if not torch.isfinite(array).all():
+        raise ValueError("initial_states contain NaN or infinite values")
+    return array
 
 
 @dataclass
@@ -117,7 +170,8 @@ class LatentSetup:
 
 def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", horizon: int = 100,
                initial: str = "prior", data: str | None = None, goal_conditioned: bool = False,
-               default_model: str | None = None) -> LatentSetup:
+               default_model: str | None = None, noise_scale: float = 1.0, initial_states: Any = None,
+               state_bound: float = DEFAULT_STATE_BOUND) -> LatentSetup:
     """Load the checkpoint and resolve goal, initial states and action bounds (see :class:`LatentEnv`)."""
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -127,7 +181,7 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
         raise TypeError(f"model must be a checkpoint directory path, not {type(model).__name__}: paths keep "
                         "env.spec JSON-serialisable; wrap a model object in LatentDynamics(model, ...) instead")
     run_dir = resolve_checkpoint(model if model is not None else default_model)
-    net, config, meta = _cached_model(run_dir)
+    net, config, meta = cached_model(run_dir)
     data_path = data or config.data
     posterior_z1 = goal_pool = None
     if initial == "posterior" or goal_conditioned:
@@ -140,7 +194,8 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
             if reward != "pos":
                 raise ValueError("goal_conditioned mode samples goal positions; use reward='pos'")
             goal_pool = smoothed_means(net, train).flatten(0, 1)[:, : config.model.dim_a]
-    core = LatentDynamics(net, reward, initial, posterior_z1)
+    given = None if initial_states is None else check_states(initial_states, config.model.dim_z)
+    core = LatentDynamics(net, reward, initial, posterior_z1, noise_scale, given, state_bound)
     goal_tensor = None
     if not goal_conditioned:
         if goal is None:
@@ -176,12 +231,18 @@ class LatentEnv(gym.Env):
             vector; ``None`` = the checkpoint's shipped ``goal.png``.
         reward: ``"pos"`` or ``"vel"``.
         horizon: steps per episode.
-        initial: ``"prior"`` (VHP sample) or ``"posterior"`` (smoothed z_1 of data-set sequences).
+        initial: ``"prior"`` (VHP sample), ``"posterior"`` (smoothed z_1 of data-set sequences) or
+            ``"given"`` (one of ``initial_states``, drawn uniformly).
         data: data set for ``"posterior"`` and goal-conditioned mode (default: the training data).
         goal_conditioned: sample a goal position per episode from the data's encoded frames and
             append it to the observation.
         render_mode: ``None`` or ``"rgb_array"`` (the decoded mean frame).
         default_model: set by the registration of each env id.
+        noise_scale: scale of the learned process noise in ``step`` (0 = mean dynamics).
+        initial_states: ``(K, Dz)`` start states (nested lists or a ``.npy`` path) for ``initial="given"``.
+        state_bound: states are kept in ``[-state_bound, state_bound]^Dz``; an episode whose state reaches
+            that edge ends with ``terminated=True`` and ``info["out_of_bounds"] = True``, so no inf/NaN
+            ever reaches an agent.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -189,13 +250,16 @@ class LatentEnv(gym.Env):
     def __init__(self, model: str | None = None, goal: str | Sequence[float] | None = None, reward: str = "pos",
                  horizon: int = 100, initial: str = "prior", data: str | None = None,
                  goal_conditioned: bool = False, render_mode: str | None = None,
-                 default_model: str | None = None) -> None:
+                 default_model: str | None = None, noise_scale: float = 1.0, initial_states: Any = None,
+                 state_bound: float = DEFAULT_STATE_BOUND) -> None:
         self._init_args = {"model": model, "goal": goal, "reward": reward, "horizon": horizon, "initial": initial,
                            "data": data, "goal_conditioned": goal_conditioned, "render_mode": render_mode,
-                           "default_model": default_model}
+                           "default_model": default_model, "noise_scale": noise_scale,
+                           "initial_states": initial_states, "state_bound": state_bound}
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        self.setup = make_setup(model, goal, reward, horizon, initial, data, goal_conditioned, default_model)
+        self.setup = make_setup(model, goal, reward, horizon, initial, data, goal_conditioned, default_model,
+                                noise_scale, initial_states, state_bound)
         self.render_mode = render_mode
         self.action_space, self.observation_space = self.setup.action_space, self.setup.observation_space
         self._generator = torch.Generator()
@@ -228,8 +292,10 @@ class LatentEnv(gym.Env):
         with torch.no_grad():
             self._z = self.setup.core.transition(self._z, u[None], self._generator)
             reward = float(self.setup.core.reward(self._z, self._goal)[0])
+            escaped = bool(self.setup.core.escaped(self._z)[0])
         self._t += 1
-        return self._observation(), reward, False, self._t >= self.setup.horizon, {}
+        info = {"out_of_bounds": True} if escaped else {}
+        return self._observation(), reward, escaped, self._t >= self.setup.horizon, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array" or self._z is None:

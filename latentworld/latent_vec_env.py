@@ -4,8 +4,9 @@
 registered ids, so ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``
 returns it). Episodes auto-reset in the same step (``AutoresetMode.SAME_STEP``): the returned
 observation of a finished env is its new first observation, and the last one is in
-``infos["final_obs"]`` (a float ``(N, D)`` array; rows where ``infos["_final_obs"]`` is True count). :class:`SB3LatentVecEnv` adapts it to stable-baselines3's ``VecEnv``,
-so SB3 trains on N envs without N Python env objects.
+``infos["final_obs"]`` (a float ``(N, D)`` array; rows where ``infos["_final_obs"]`` is True count).
+An env whose state reaches the edge of the state box is terminated (``infos["out_of_bounds"]``).
+``agents.sb3_env.SB3LatentVecEnv`` adapts it to stable-baselines3's ``VecEnv``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from stable_baselines3.common.vec_env import VecEnv
 
-from latentworld.latent_env import make_setup, validate_actions
+from latentworld.latent_env import DEFAULT_STATE_BOUND, make_setup, validate_actions
 
 
 class LatentVectorEnv(VectorEnv):
@@ -29,10 +29,12 @@ class LatentVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int = 1, model: str | None = None, goal: Any = None, reward: str = "pos",
                  horizon: int = 100, initial: str = "prior", data: str | None = None,
-                 goal_conditioned: bool = False, default_model: str | None = None) -> None:
+                 goal_conditioned: bool = False, default_model: str | None = None, noise_scale: float = 1.0,
+                 initial_states: Any = None, state_bound: float = DEFAULT_STATE_BOUND) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.setup = make_setup(model, goal, reward, horizon, initial, data, goal_conditioned, default_model)
+        self.setup = make_setup(model, goal, reward, horizon, initial, data, goal_conditioned, default_model,
+                                noise_scale, initial_states, state_bound)
         self.num_envs = num_envs
         self.single_action_space = self.setup.action_space
         self.single_observation_space = self.setup.observation_space
@@ -84,70 +86,16 @@ class LatentVectorEnv(VectorEnv):
         with torch.no_grad():
             self._z = self.setup.core.transition(self._z, u, self._generator)
             rewards = self.setup.core.reward(self._z, self._goal).numpy().astype(np.float64)
+            terminated = self.setup.core.escaped(self._z).numpy()
         self._t += 1
-        truncated = self._t >= self.setup.horizon
-        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = (self._t >= self.setup.horizon) & ~terminated
+        done = terminated | truncated
         infos: dict[str, Any] = {}
-        if truncated.any():
+        if done.any():
             final = self._observations()
-            infos = {"final_obs": final, "_final_obs": truncated.copy(), "final_info": {},
-                     "_final_info": truncated.copy()}
-            self._restart(torch.from_numpy(truncated))
-            infos.update({"goal": self._goal.numpy().copy(), "_goal": truncated.copy()})
+            infos = {"final_obs": final, "_final_obs": done.copy(), "final_info": {}, "_final_info": done.copy()}
+            if terminated.any():
+                infos.update({"out_of_bounds": terminated.copy(), "_out_of_bounds": terminated.copy()})
+            self._restart(torch.from_numpy(done))
+            infos.update({"goal": self._goal.numpy().copy(), "_goal": done.copy()})
         return self._observations(), rewards, terminated, truncated, infos
-
-
-class SB3LatentVecEnv(VecEnv):
-    """stable-baselines3 ``VecEnv`` over one :class:`LatentVectorEnv` (no per-env Python objects).
-
-    Args: as :class:`LatentVectorEnv`, plus ``seed`` for the first reset.
-    """
-
-    def __init__(self, num_envs: int, seed: int | None = None, **kwargs: Any) -> None:
-        self.venv = LatentVectorEnv(num_envs=num_envs, **kwargs)
-        super().__init__(num_envs, self.venv.single_observation_space, self.venv.single_action_space)
-        self._seed_next = seed
-        self._actions: np.ndarray | None = None
-
-    def reset(self) -> np.ndarray:
-        obs, _ = self.venv.reset(seed=self._seed_next)
-        self._seed_next = None
-        return obs
-
-    def seed(self, seed: int | None = None) -> list[int | None]:
-        self._seed_next = seed
-        return [seed] * self.num_envs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, np.float32).reshape(self.venv.action_space.shape)
-
-    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
-        dones = terminated | truncated
-        env_infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        for i in np.flatnonzero(dones):
-            env_infos[i] = {"terminal_observation": infos["final_obs"][i], "TimeLimit.truncated": bool(truncated[i])}
-        return obs, rewards.astype(np.float32), dones, env_infos
-
-    def close(self) -> None:
-        self.venv.close()
-
-    # The N envs are one tensor batch, so attributes and methods exist once for all of them.
-    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-        single = {"action_space": "single_action_space", "observation_space": "single_observation_space"}
-        return [getattr(self.venv, single.get(attr_name, attr_name))] * len(self._get_indices(indices))
-
-    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        self._require_all(indices, f"set_attr({attr_name!r})")
-        setattr(self.venv, attr_name, value)
-
-    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
-        self._require_all(indices, f"env_method({method_name!r})")
-        return [getattr(self.venv, method_name)(*method_args, **method_kwargs)] * self.num_envs
-
-    def _require_all(self, indices: Any, what: str) -> None:
-        if sorted(self._get_indices(indices)) != list(range(self.num_envs)):
-            raise ValueError(f"{what}: the latent envs are one batch; per-env indices are not supported")
-
-    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))

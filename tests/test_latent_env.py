@@ -15,7 +15,8 @@ import latentworld  # noqa: F401  (registers the ids)
 from latentworld.checkpoint import CheckpointError
 from latentworld.config import load_config
 from latentworld.latent_env import LatentEnv
-from latentworld.latent_vec_env import LatentVectorEnv, SB3LatentVecEnv
+from agents.sb3_env import SB3LatentVecEnv
+from latentworld.latent_vec_env import LatentVectorEnv
 from latentworld.train import Trainer
 
 

@@ -1,0 +1,137 @@
+"""Real-env evaluation: full episodes of a controller in the real MuJoCo env, beside random and zero actions.
+
+The score is the env's own return (dm_control: 1000 physics steps per episode), per seed and as
+mean ± std; for the rotation task also the mean true angular velocity against the goal. A video
+shows, per step, the real frame | the decoded belief mean | the reward so far.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.belief_env import BeliefEnv
+from agents.controllers import Controller, RandomController, ZeroController
+from agents.problem import LatentProblem
+from latentworld.fileio import atomic_target
+
+VIDEO_SCALE = 8  # 16×16 frames are shown at 128×128
+
+
+def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool = False) -> dict[str, Any]:
+    """One full episode. Returns ``return``, ``mean_velocity`` (true, rad/s), ``steps`` and, if
+    ``record``, the frames, beliefs and rewards of every step."""
+    controller.reset()
+    belief, info = env.reset(seed=seed)
+    frames, beliefs, rewards, velocities = [info["frame"]], [belief], [0.0], []
+    done = False
+    while not done:
+        action = controller.act(belief)
+        belief, reward, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        rewards.append(float(reward))
+        velocities.append(float(info["state"][-1]))
+        if record:
+            frames.append(info["frame"])
+            beliefs.append(belief)
+    result = {"return": float(np.sum(rewards)), "mean_velocity": float(np.mean(velocities)),
+              "steps": len(rewards) - 1}
+    if record:
+        result.update(frames=np.stack(frames), beliefs=np.stack(beliefs), rewards=np.array(rewards))
+    return result
+
+
+def evaluate_controller(problem: LatentProblem, controller: Controller, seeds: list[int], label: str,
+                        progress: bool = True, record_first: bool = False) -> dict[str, Any]:
+    """Run ``controller`` on every seed. Returns per-seed returns, mean ± std, mean velocities, wall time."""
+    env = BeliefEnv(problem.model, problem.task.env_name, problem.action_repeat)
+    start, episodes, recording = time.perf_counter(), [], None
+    try:
+        for i, seed in enumerate(tqdm(seeds, desc=f"real {label}", disable=not progress, unit="episode")):
+            episode = run_episode(env, controller, seed, record=record_first and i == 0)
+            if "frames" in episode:
+                recording = {key: episode.pop(key) for key in ("frames", "beliefs", "rewards")}
+            episodes.append(episode)
+        physics_steps = env.physics_steps
+    finally:
+        env.close()
+    returns = np.array([e["return"] for e in episodes])
+    summary = {"label": label, "seeds": list(seeds), "returns": returns.tolist(), "mean_return": float(returns.mean()),
+               "std_return": float(returns.std()), "min_return": float(returns.min()),
+               "mean_velocity": [e["mean_velocity"] for e in episodes], "physics_steps": int(physics_steps),
+               "wall_seconds": time.perf_counter() - start}
+    if problem.task.goal_velocity is not None:
+        velocity = np.array(summary["mean_velocity"])
+        summary["goal_velocity"] = problem.task.goal_velocity
+        summary["velocity_error_fraction"] = float(np.abs(velocity.mean() / problem.task.goal_velocity - 1))
+    if recording is not None:
+        summary["recording"] = recording
+    return summary
+
+
+def baselines(problem: LatentProblem, seeds: list[int], progress: bool = True) -> list[dict[str, Any]]:
+    """Random and zero actions on the same seeds."""
+    dim_u = problem.action_low.shape[0]
+    random = RandomController(problem.action_low.numpy(), problem.action_high.numpy(), seed=seeds[0])
+    return [evaluate_controller(problem, random, seeds, "random", progress),
+            evaluate_controller(problem, ZeroController(dim_u), seeds, "zero", progress)]
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Mean ± std and per-seed returns, one row per controller."""
+    lines = [f"{'controller':<10} {'return mean ± std':>20} {'min':>7}  per seed"]
+    for r in results:
+        per_seed = " ".join(f"{x:.0f}" for x in r["returns"])
+        extra = ""
+        if "goal_velocity" in r:
+            extra = f"  mean velocity {np.mean(r['mean_velocity']):+.2f} rad/s (goal {r['goal_velocity']:+.2f})"
+        lines.append(f"{r['label']:<10} {r['mean_return']:>11.1f} ± {r['std_return']:<6.1f} {r['min_return']:>7.0f}  "
+                     f"{per_seed}{extra}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def write_video(problem: LatentProblem, recording: dict[str, np.ndarray], path: Path, fps: float = 12.5) -> Path:
+    """A GIF of real frame | decoded belief mean | cumulative-reward bar, one panel each."""
+    frames, beliefs, rewards = recording["frames"], recording["beliefs"], recording["rewards"]
+    decoded = problem.model.decode_mean(torch.as_tensor(beliefs)).clamp(0, 1)  # (T, C, H, W)
+    decoded = (decoded * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    real = frames if frames.shape[-1] == 3 else np.repeat(frames, 3, -1)
+    decoded = decoded if decoded.shape[-1] == 3 else np.repeat(decoded, 3, -1)
+    scale = max(1, 128 // real.shape[1])
+    real = real.repeat(scale, 1).repeat(scale, 2)
+    decoded = decoded.repeat(scale, 1).repeat(scale, 2)
+    height = real.shape[1]
+    cumulative = np.cumsum(rewards)
+    total_possible = max(len(rewards) - 1, 1) * problem.action_repeat
+    bars = np.zeros((len(rewards), height, 24, 3), np.uint8)
+    for t, (value, now) in enumerate(zip(cumulative, rewards)):
+        fill = int(round(height * min(value / total_possible, 1.0)))
+        bars[t, height - fill:, :, 1] = 200  # green: return so far, of the episode's maximum
+        bars[t, :, :4, 0] = 255 if now > 0 else 60  # red strip: reward at this step
+    separator = np.full((len(rewards), height, 2, 3), 128, np.uint8)
+    video = np.concatenate([real, separator, decoded, separator, bars], axis=2)
+    with atomic_target(path, suffix=path.suffix) as tmp:
+        iio.imwrite(tmp, video, duration=1000 / fps, loop=0)
+    return path
+
+
+def write_json(results: dict[str, Any], path: Path) -> Path:
+    """The results as JSON (recordings dropped), written atomically."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "recording"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    with atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(strip(results), indent=2))
+    return path

@@ -1,0 +1,126 @@
+"""A control problem in latent space: model, dynamics, goal, start states and the validation score.
+
+Every trainer (J(ω), PPO, SAC) and the MPC planner work on one :class:`LatentProblem`, so they
+see the same goal, the same start states and are validated on the same fixed states.
+
+Start states are the smoothed posterior means of the model's training data at every time step:
+they cover the states the data visited (every angle, velocities in both directions, the pole at
+rest near the bottom and passing the top), with no access to the simulator. Validation uses the
+same quantity on the data set's test split, with a fixed subset and the mean dynamics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.tasks import Task, encode_goal
+from envs import get_spec
+from latentworld.checkpoint import CheckpointError, resolve_checkpoint
+from latentworld.data import load_dataset
+from latentworld.latent_env import LatentDynamics, cached_model
+from latentworld.metrics import smoothed_means
+
+Actor = Callable[[Tensor], Tensor]  # belief means (N, Dz) -> actions (N, Du)
+
+
+@dataclass
+class LatentProblem:
+    """What a policy optimiser needs, built by :func:`make_problem`.
+
+    Attributes:
+        model_ref: the checkpoint as the user named it (path or shipped name), stored in saved policies.
+        task: the task.
+        dynamics: the batched latent core (its ``noise_scale`` is what training rollouts use).
+        goal: ``(Dg,)`` latent goal.
+        starts: ``(K, Dz)`` training start states.
+        validation_starts: ``(V, Dz)`` fixed validation start states.
+        action_low, action_high: ``(Du,)`` action bounds.
+        action_repeat: the real env's action repeat the model was trained with.
+    """
+
+    model_ref: str
+    task: Task
+    dynamics: LatentDynamics
+    goal: Tensor
+    starts: Tensor
+    validation_starts: Tensor
+    action_low: Tensor
+    action_high: Tensor
+    action_repeat: int
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.dynamics.model
+
+    def with_noise(self, noise_scale: float) -> LatentProblem:
+        """The same problem with another process-noise scale for training rollouts."""
+        core = self.dynamics
+        dynamics = LatentDynamics(core.model, core.reward_kind, core.initial_kind, core.posterior_z1, noise_scale,
+                                  core.initial_states, core.state_bound)
+        return LatentProblem(**{**self.__dict__, "dynamics": dynamics})
+
+    @torch.no_grad()
+    def validation_return(self, actor: Actor, horizon: int) -> float:
+        """Mean latent return of ``actor`` from the validation starts under the mean dynamics."""
+        mean_dynamics = self.dynamics if self.dynamics.noise_scale == 0 else self.with_noise(0.0).dynamics
+        return float(rollout_return(actor, mean_dynamics, self.validation_starts, self.goal, horizon).mean())
+
+
+def rollout_return(actor: Actor, dynamics: LatentDynamics, starts: Tensor, goal: Tensor, horizon: int,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """J: the summed reward r_2..r_H of rollouts from ``starts`` ``(N, Dz)``; differentiable in the actor.
+
+    Returns ``(N,)``.
+    """
+    z, total = starts, torch.zeros(starts.shape[0], dtype=starts.dtype)
+    for _ in range(horizon - 1):
+        z = dynamics.transition(z, actor(z), generator)
+        total = total + dynamics.reward(z, goal)
+    return total
+
+
+def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_size: int = 256, seed: int = 0,
+                 data: str | None = None, goal: Tensor | None = None, with_starts: bool = True) -> LatentProblem:
+    """Load ``model`` (checkpoint path or shipped name) and set up ``task`` on it.
+
+    Args:
+        noise_scale: process-noise scale of training rollouts (0 = mean dynamics).
+        validation_size: number of fixed validation start states.
+        seed: picks the validation states.
+        data: the data set of the start states (default: the one the model was trained on).
+        goal: the latent goal, if already known (else it is encoded from the task's goal observations).
+        with_starts: False skips the data set (acting needs no start states; ``starts`` is then empty).
+
+    Raises:
+        CheckpointError: the checkpoint is missing, corrupt, or was trained on another env than the task's.
+    """
+    run_dir = resolve_checkpoint(model)
+    net, config, meta = cached_model(run_dir)
+    expected = get_spec(task.env_name).env_id
+    if meta.get("env_id") != expected:
+        raise CheckpointError(f"{run_dir} models {meta.get('env_id')!r}, but task {task.name!r} needs a model of "
+                              f"{expected!r}")
+    action_repeat = int(meta.get("action_repeat") or get_spec(task.env_name).action_repeat)
+    goal = encode_goal(net, task, action_repeat) if goal is None else goal
+    starts = validation = torch.zeros(0, config.model.dim_z)
+    if with_starts:
+        data_path = data or config.data
+        starts = smoothed_means(net, load_dataset(data_path, "train", expect_env_id=meta["env_id"])).flatten(0, 1)
+        pool = smoothed_means(net, load_dataset(data_path, "test", expect_env_id=meta["env_id"])).flatten(0, 1)
+        pick = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(seed))[:validation_size]
+        validation = pool[pick].clone()
+    dynamics = LatentDynamics(net, task.reward, "given" if with_starts else "prior", None, noise_scale,
+                              starts if with_starts else None)
+    low = torch.tensor(meta.get("action_low") or [-1.0] * meta["dim_u"], dtype=torch.float32)
+    high = torch.tensor(meta.get("action_high") or [1.0] * meta["dim_u"], dtype=torch.float32)
+    return LatentProblem(str(model), task, dynamics, goal, starts, validation, low, high, action_repeat)
+
+
+def numpy_actor(act: Callable[[np.ndarray], np.ndarray]) -> Actor:
+    """Wrap a batched numpy policy (e.g. SB3's ``predict``) as a tensor actor."""
+    return lambda z: torch.as_tensor(np.asarray(act(z.numpy())), dtype=torch.float32)

@@ -1,0 +1,150 @@
+"""PPO and SAC from stable-baselines3 on the tensor-batched latent env: a thin factory.
+
+The agents train on :class:`agents.sb3_env.SB3LatentVecEnv` with the problem's goal, start states
+and noise scale; every ``validate_every`` env steps the deterministic actor is scored on the
+problem's fixed validation states (the same score as J(ω)), and the best snapshot is kept. What is
+saved is the deterministic actor (:class:`SB3Actor`): the SB3 policy's weights plus the action
+bounds, loadable with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from agents.problem import LatentProblem
+from agents.sb3_env import SB3LatentVecEnv
+
+ALGORITHMS = {"ppo": PPO, "sac": SAC}
+
+
+@dataclass
+class SB3Config:
+    """Settings of an SB3 run on the latent env."""
+
+    timesteps: int = 400_000
+    """Total latent env steps."""
+    num_envs: int = 256
+    """Latent envs stepped together (one tensor batch)."""
+    episode_horizon: int = 100
+    """Steps per latent episode."""
+    validate_every: int = 20_000
+    """Env steps between validations (the best validated snapshot is kept)."""
+    validation_horizon: int = 60
+    """Steps of each validation rollout (as J(ω)'s)."""
+    gradient_steps: int = 4
+    """SAC only: gradient steps per vector step."""
+    seed: int = 0
+    """Seed of the algorithm and the env stream."""
+
+    def __post_init__(self) -> None:
+        for name in ("timesteps", "num_envs", "episode_horizon", "validate_every", "validation_horizon",
+                     "gradient_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+class SB3Actor(nn.Module):
+    """The deterministic action of an SB3 policy as a torch module ``(N, Dz) -> (N, Du)``."""
+
+    def __init__(self, policy: nn.Module, low: Tensor, high: Tensor, squashed: bool) -> None:
+        super().__init__()
+        self.policy, self.squashed = policy, squashed
+        self.register_buffer("action_low", low.float().clone())
+        self.register_buffer("action_high", high.float().clone())
+
+    def forward(self, obs: Tensor) -> Tensor:
+        actions = self.policy._predict(obs, deterministic=True)
+        if self.squashed:  # SAC acts in [-1, 1]
+            actions = self.action_low + (actions + 1) / 2 * (self.action_high - self.action_low)
+        return torch.max(torch.min(actions, self.action_high), self.action_low)
+
+
+def make_env(problem: LatentProblem, config: SB3Config) -> SB3LatentVecEnv:
+    return SB3LatentVecEnv(config.num_envs, seed=config.seed, model=problem.model_ref,
+                           goal=problem.goal.tolist(), reward=problem.task.reward, horizon=config.episode_horizon,
+                           initial="given", initial_states=problem.starts.numpy(),
+                           noise_scale=problem.dynamics.noise_scale)
+
+
+def sb3_actor(method: str, problem: LatentProblem, settings: dict[str, Any]) -> SB3Actor:
+    """A fresh actor of ``method``'s default policy (the architecture a saved actor's weights fit)."""
+    if method not in ALGORITHMS:
+        raise ValueError(f"unknown SB3 method {method!r}; choose from {sorted(ALGORITHMS)}")
+    from gymnasium.spaces import Box
+
+    dim_z = problem.starts.shape[1]
+    obs_space = Box(-float("inf"), float("inf"), (dim_z,))
+    act_space = Box(problem.action_low.numpy(), problem.action_high.numpy())
+    policy_class = ALGORITHMS[method].policy_aliases["MlpPolicy"]
+    policy = policy_class(obs_space, act_space, lambda _: 0.0)
+    return SB3Actor(policy, problem.action_low, problem.action_high, squashed=method == "sac").eval()
+
+
+class _BestSnapshot(BaseCallback):
+    """Validates the deterministic actor every ``every`` env steps and keeps the best weights."""
+
+    def __init__(self, problem: LatentProblem, method: str, config: SB3Config, bar: tqdm) -> None:
+        super().__init__()
+        self.problem, self.method, self.config, self.bar = problem, method, config, bar
+        self.best_return, self.best_step, self.best_state = -float("inf"), 0, None
+        self.history: list[dict[str, float]] = []
+        self._next, self._start = config.validate_every, time.perf_counter()
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        if self.num_timesteps >= self._next:
+            self._next += self.config.validate_every
+            self.validate()
+        return True
+
+    def validate(self) -> None:
+        actor = SB3Actor(self.model.policy, self.problem.action_low, self.problem.action_high,
+                         squashed=self.method == "sac")
+        self.model.policy.set_training_mode(False)
+        value = self.problem.validation_return(actor, self.config.validation_horizon)
+        self.history.append({"timesteps": self.num_timesteps, "validation_return": value,
+                             "seconds": time.perf_counter() - self._start})
+        self.logger.record("eval/validation_return", value)
+        if value > self.best_return:
+            self.best_return, self.best_step = value, self.num_timesteps
+            self.best_state = copy.deepcopy(actor.state_dict())
+        self.bar.set_postfix(val=f"{value:.1f}", best=f"{self.best_return:.1f}")
+
+
+def train_sb3(problem: LatentProblem, method: str, config: SB3Config, log_dir: Path | None = None,
+              progress: bool = True) -> tuple[SB3Actor, dict[str, Any]]:
+    """Train PPO or SAC on the latent env of ``problem``; returns the best validated actor and a report."""
+    if method not in ALGORITHMS:
+        raise ValueError(f"unknown SB3 method {method!r}; choose from {sorted(ALGORITHMS)}")
+    env = make_env(problem, config)
+    kwargs: dict[str, Any] = {"seed": config.seed, "device": "cpu", "verbose": 0}
+    if method == "ppo":
+        kwargs.update(n_steps=64, batch_size=min(4096, 64 * config.num_envs), n_epochs=5, gamma=0.98)
+    else:
+        kwargs.update(gradient_steps=config.gradient_steps, learning_starts=1000, batch_size=512, gamma=0.98)
+    algorithm = ALGORITHMS[method]("MlpPolicy", env, **kwargs)
+    # A configured logger keeps SB3 from leaving SB3-* folders in the temp dir.
+    algorithm.set_logger(configure(str(log_dir) if log_dir else None, ["tensorboard"] if log_dir else []))
+    start = time.perf_counter()
+    with tqdm(total=config.timesteps, desc=method.upper(), disable=not progress, unit="step") as bar:
+        callback = _BestSnapshot(problem, method, config, bar)
+        algorithm.learn(config.timesteps, callback=callback)
+        callback.validate()
+    env.close()
+    actor = sb3_actor(method, problem, {})
+    actor.load_state_dict(callback.best_state)
+    report = {"best_validation_return": callback.best_return, "best_timesteps": callback.best_step,
+              "history": callback.history, "train_seconds": time.perf_counter() - start, "config": asdict(config)}
+    return actor, report
