@@ -8,94 +8,47 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from agents.saved_policy import METHODS, PolicyError, load_policy, save_policy
+from agents.saved_policy import METHODS, PolicyError
 from latentworld.checkpoint import CheckpointError
 from latentworld.data import DatasetError
 
 DEFAULT_FIRST_SEED = 5000  # real-env evaluation seeds; tuning looked only at seeds 100-109 and 1000-1019
 
 
-def apply_overrides(config_class: type, pairs: list[str], **fixed: Any) -> Any:
-    """Build ``config_class`` from ``KEY=VALUE`` strings (numbers as in Python: ``1e-3``, ``800``)."""
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    values: dict[str, Any] = dict(fixed)
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
-        if key not in fields:
-            raise ValueError(f"--set {key}: unknown option; known: {', '.join(fields)}")
-        default = getattr(config_class(), key)
-        try:
-            values[key] = int(text) if isinstance(default, int) else float(text)
-        except ValueError:
-            raise ValueError(f"--set {key}={text}: expected {'an integer' if isinstance(default, int) else 'a number'}") \
-                from None
-    return config_class(**values)
-
-
 def _train(args: argparse.Namespace) -> int:
     from agents.problem import make_problem
     from agents.tasks import make_task
+    from agents.training import train_policy
 
-    out = Path(args.out)
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; choose another --out or remove it")
+    if Path(args.out).exists():  # checked before the expensive set-up
+        raise FileExistsError(f"{args.out} already exists; choose another --out or remove it")
     torch.set_num_threads(args.threads)
     problem = make_problem(args.model, make_task(args.task, args.goal_velocity), noise_scale=args.noise_scale,
                            seed=args.seed, data=args.data)
-    log_dir = out.parent / f".{out.name}.tb"
-    progress = not args.no_progress
-    if args.method == "jomega":
-        from agents.jomega import JOmegaConfig, train_jomega
-
-        config = apply_overrides(JOmegaConfig, args.set, seed=args.seed)
-        policy, report = train_jomega(problem, config, log_dir, progress)
-        settings, state = {"hidden": config.hidden}, policy.state_dict()
-    elif args.method == "mpc":
-        from agents.mpc import MPCConfig
-
-        config = apply_overrides(MPCConfig, args.set, seed=args.seed)
-        settings, state, report = dataclasses.asdict(config), None, {"train_seconds": 0.0}
-    else:
-        from agents.sb3 import SB3Config, train_sb3
-
-        config = apply_overrides(SB3Config, args.set, seed=args.seed)
-        actor, report = train_sb3(problem, args.method, config, log_dir, progress)
-        settings, state = {}, actor.state_dict()
-    save_policy(out, args.method, problem, settings, report, state)
-    if log_dir.exists():
-        log_dir.rename(out / "tb")
+    report = train_policy(args.method, problem, args.out, args.set, args.seed, not args.no_progress)
     best = report.get("best_validation_return")
-    print(f"[agents] {args.method} policy saved to {out}" + (f" (best validation return {best:.1f}, "
+    print(f"[agents] {args.method} policy saved to {args.out}" + (f" (best validation return {best:.1f}, "
           f"{report['train_seconds']:.0f} s)" if best is not None else ""))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from agents.evaluate import baselines, evaluate_controller, format_table, write_json, write_video
+    from agents.evaluate import evaluate_policy_dir, format_table
 
     torch.set_num_threads(args.threads)
-    controller, problem, meta = load_policy(args.policy, model=args.model)
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     out = Path(args.out) if args.out else Path(args.policy) / "real_eval"
-    result = evaluate_controller(problem, controller, seeds, meta["method"], not args.no_progress, record_first=True)
-    results = [result] + ([] if args.no_baselines else baselines(problem, seeds, not args.no_progress))
-    print(format_table(results))
-    video = write_video(problem, result.pop("recording"), out / "episode.gif")
-    report = {"policy": str(args.policy), "task": meta["task"], "model": meta["model"], "results": results}
-    path = write_json(report, out / "real_eval.json")
-    print(f"[agents] results {path}, video of seed {seeds[0]} {video}")
+    report = evaluate_policy_dir(args.policy, seeds, out, args.model, not args.no_baselines, not args.no_progress)
+    print(format_table(report["results"]))
+    print(f"[agents] results {report['json']}, video of seed {seeds[0]} {report['video']}")
     return 0
 
 

@@ -113,7 +113,7 @@ def write_video(problem: LatentProblem, recording: dict[str, np.ndarray], path: 
     total_possible = max(len(rewards) - 1, 1) * problem.action_repeat
     bars = np.zeros((len(rewards), height, 24, 3), np.uint8)
     for t, (value, now) in enumerate(zip(cumulative, rewards)):
-        fill = int(round(height * min(value / total_possible, 1.0)))
+        fill = round(height * min(value / total_possible, 1.0))
         bars[t, height - fill:, :, 1] = 200  # green: return so far, of the episode's maximum
         bars[t, :, :4, 0] = 255 if now > 0 else 60  # red strip: reward at this step
     separator = np.full((len(rewards), height, 2, 3), 128, np.uint8)
@@ -135,3 +135,24 @@ def write_json(results: dict[str, Any], path: Path) -> Path:
     with atomic_target(path) as tmp:
         tmp.write_text(json.dumps(strip(results), indent=2))
     return path
+
+
+def evaluate_policy_dir(policy_dir: str | Path, seeds: list[int], out: str | Path, model: str | None = None,
+                        with_baselines: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Evaluate a saved policy on ``seeds`` (beside random and zero actions unless ``with_baselines`` is
+    False); write ``out/real_eval.json`` and ``out/episode.gif`` (the first seed).
+
+    Returns:
+        The report written to JSON, plus the paths under ``"json"`` and ``"video"``.
+    """
+    from agents.saved_policy import load_policy
+
+    controller, problem, meta = load_policy(policy_dir, model=model)
+    out = Path(out)
+    result = evaluate_controller(problem, controller, seeds, meta["method"], progress, record_first=True)
+    results = [result] + (baselines(problem, seeds, progress) if with_baselines else [])
+    video = write_video(problem, result.pop("recording"), out / "episode.gif")
+    report = {"policy": str(policy_dir), "task": meta["task"], "model": meta["model"],
+              "training_report": {k: v for k, v in meta["report"].items() if k != "history"}, "results": results}
+    path = write_json(report, out / "real_eval.json")
+    return {**report, "json": str(path), "video": str(video)}

@@ -16,19 +16,30 @@ from latentworld.latent_vec_env import LatentVectorEnv
 class SB3LatentVecEnv(VecEnv):
     """stable-baselines3 ``VecEnv`` over one :class:`LatentVectorEnv` (no per-env Python objects).
 
-    Args: as :class:`LatentVectorEnv`, plus ``seed`` for the first reset.
+    Args: as :class:`LatentVectorEnv`, plus ``seed`` for the first reset and an optional fixed
+    observation scaling: the agent sees ``(obs - obs_mean) / obs_std`` (``(D,)`` each), so that latent
+    dims of very different spread reach its networks at order one. Rewards are not changed.
     """
 
-    def __init__(self, num_envs: int, seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int, seed: int | None = None, obs_mean: np.ndarray | None = None,
+                 obs_std: np.ndarray | None = None, **kwargs: Any) -> None:
         self.venv = LatentVectorEnv(num_envs=num_envs, **kwargs)
         super().__init__(num_envs, self.venv.single_observation_space, self.venv.single_action_space)
+        dim = self.venv.single_observation_space.shape[0]
+        self._shift = np.zeros(dim, np.float32) if obs_mean is None else np.asarray(obs_mean, np.float32)
+        self._scale = np.ones(dim, np.float32) if obs_std is None else np.asarray(obs_std, np.float32)
+        if self._shift.shape != (dim,) or self._scale.shape != (dim,) or not (self._scale > 0).all():
+            raise ValueError(f"obs_mean and obs_std must have shape ({dim},), obs_std > 0")
         self._seed_next = seed
         self._actions: np.ndarray | None = None
+
+    def _scaled(self, obs: np.ndarray) -> np.ndarray:
+        return ((obs - self._shift) / self._scale).astype(np.float32)
 
     def reset(self) -> np.ndarray:
         obs, _ = self.venv.reset(seed=self._seed_next)
         self._seed_next = None
-        return obs
+        return self._scaled(obs)
 
     def seed(self, seed: int | None = None) -> list[int | None]:
         self._seed_next = seed
@@ -42,8 +53,9 @@ class SB3LatentVecEnv(VecEnv):
         dones = terminated | truncated
         env_infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         for i in np.flatnonzero(dones):
-            env_infos[i] = {"terminal_observation": infos["final_obs"][i], "TimeLimit.truncated": bool(truncated[i])}
-        return obs, rewards.astype(np.float32), dones, env_infos
+            env_infos[i] = {"terminal_observation": self._scaled(infos["final_obs"][i]),
+                            "TimeLimit.truncated": bool(truncated[i])}
+        return self._scaled(obs), rewards.astype(np.float32), dones, env_infos
 
     def close(self) -> None:
         self.venv.close()

@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # The main job at a small default size, set-up included:
 #   generate the pendulum data set -> train the VHP-EKVAE (CO) -> evaluate it
-#   -> roll it out as a latent Gymnasium env.
-# Idempotent: an existing data set is reused, a finished run is only re-evaluated.
+#   -> roll it out as a latent Gymnasium env -> train a swing-up policy with J(ω) in the latent env only
+#   -> run it in the real MuJoCo pendulum beside random and zero actions (returns printed, video written).
+# Idempotent: an existing data set is reused, a finished run is only re-evaluated, a trained policy reused.
 # Usage: bash scripts/run_main.sh [RUN_DIR]   (default runs/main)
+#   LATENTWORLD_MAIN_STEPS     model training steps (default 3000)
+#   LATENTWORLD_MAIN_MODEL     "trained" (default: the model this job trains) or "shipped" (pendulum_ekvae)
+#   LATENTWORLD_MAIN_EPISODES  real evaluation episodes (default 20, seeds 5000...)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup_env.sh
 run="${1:-runs/main}"
 steps="${LATENTWORLD_MAIN_STEPS:-3000}"
+episodes="${LATENTWORLD_MAIN_EPISODES:-20}"
+case "${LATENTWORLD_MAIN_MODEL:-trained}" in
+  trained) model="$run/pendulum_ekvae" ;;
+  shipped) model="pendulum_ekvae" ;;
+  *) echo "[main] ERROR: LATENTWORLD_MAIN_MODEL must be 'trained' or 'shipped'" >&2; exit 2 ;;
+esac
 
 if [ ! -f data/pendulum.npz ]; then
   python -m envs.generate pendulum --out data/pendulum.npz
@@ -25,4 +35,14 @@ latentworld evaluate "$run/pendulum_ekvae"
 # upright pole (the goal image shipped with the pretrained checkpoint).
 latentworld imagine "$run/pendulum_ekvae" --goal latentworld/pretrained/pendulum_ekvae/goal.png \
   --out "$run/pendulum_ekvae/imagined.png"
-echo "[main] done: figures and eval.json in $run/pendulum_ekvae, data picture data/pendulum.png"
+
+# A swing-up policy trained only in the latent env (J(ω)), then scored in the real env.
+policy="$run/swingup_jomega_${LATENTWORLD_MAIN_MODEL:-trained}"
+if [ ! -f "$policy/meta.json" ]; then
+  python -m agents train jomega --model "$model" --task swingup --out "$policy"
+else
+  echo "[main] reusing the policy $policy (delete it to retrain)"
+fi
+python -m agents evaluate "$policy" --episodes "$episodes"
+echo "[main] done: model figures and eval.json in $run/pendulum_ekvae; policy, real_eval.json and episode.gif" \
+  "in $policy; data picture data/pendulum.png"

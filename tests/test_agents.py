@@ -117,7 +117,7 @@ def test_saved_policies_load_and_act_the_same(problem, tmp_path):
     out = save_policy(tmp_path / "jomega", "jomega", problem, {"hidden": 16}, {"train_seconds": 0.0},
                       policy.state_dict())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left
-    controller, loaded_problem, meta = load_policy(out)
+    controller, _loaded_problem, meta = load_policy(out)
     assert meta["method"] == "jomega" and meta["task"] == "swingup"
     assert torch.load(out / "policy.pt", weights_only=True).keys() == policy.state_dict().keys()
     for z in problem.validation_starts[:5]:

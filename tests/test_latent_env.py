@@ -12,10 +12,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from synthetic import write_synthetic_pendulum
 
 import latentworld  # noqa: F401  (registers the ids)
+from agents.sb3_env import SB3LatentVecEnv
 from latentworld.checkpoint import CheckpointError
 from latentworld.config import load_config
 from latentworld.latent_env import LatentEnv
-from agents.sb3_env import SB3LatentVecEnv
 from latentworld.latent_vec_env import LatentVectorEnv
 from latentworld.train import Trainer
 
@@ -265,3 +265,62 @@ def test_pickle_keeps_gymnasium_seed(checkpoint):
     env = make(checkpoint).unwrapped
     env.reset(seed=11)
     assert pickle.loads(pickle.dumps(env)).np_random_seed == env.np_random_seed == 11
+
+
+def test_noise_scale_zero_rolls_out_the_mean_dynamics_and_given_starts_are_used(checkpoint):
+    starts = [[0.5, -0.5, 1.0]]
+    envs = [make(checkpoint, noise_scale=0.0, initial="given", initial_states=starts).unwrapped for _ in range(2)]
+    first = [env.reset(seed=seed)[0] for env, seed in zip(envs, (1, 2))]
+    np.testing.assert_array_equal(first[0], np.float32(starts[0]))
+    np.testing.assert_array_equal(first[0], first[1])
+    model = envs[0].setup.core.model
+    z = torch.tensor(starts)
+    for t in range(4):
+        u = np.array([np.cos(t)], np.float32)
+        a, b = envs[0].step(u)[0], envs[1].step(u)[0]
+        np.testing.assert_array_equal(a, b)  # no noise: the seed does not matter
+        with torch.no_grad():
+            z = model.next_mean(z, torch.from_numpy(u)[None])[0]
+        np.testing.assert_allclose(a, z[0].numpy(), rtol=1e-6)
+    noisy = make(checkpoint, noise_scale=1.0, initial="given", initial_states=starts).unwrapped
+    noisy.reset(seed=1)
+    assert not np.array_equal(noisy.step(np.array([1.0], np.float32))[0], envs[0].reset(seed=1)[0])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"initial": "given"}, "needs initial_states"),
+    ({"initial": "given", "initial_states": [[0.0, 1.0]]}, r"shape \(K, 3\)"),
+    ({"initial": "given", "initial_states": [[0.0, np.nan, 1.0]]}, "NaN"),
+    ({"noise_scale": -1.0}, "noise_scale"),
+    ({"state_bound": 0.0}, "state_bound"),
+])
+def test_bad_latent_env_options_are_refused(checkpoint, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(checkpoint, **kwargs)
+
+
+def test_states_stay_finite_and_bounded_under_sustained_extreme_actions(checkpoint):
+    env = make(checkpoint, state_bound=3.0, horizon=10_000).unwrapped
+    env.reset(seed=0)
+    for _ in range(2000):
+        obs, reward, terminated, _truncated, info = env.step(np.array([1.0], np.float32))
+        assert np.isfinite(obs).all() and np.isfinite(reward) and np.abs(obs).max() <= 3.0
+        if terminated:
+            break
+    assert terminated and info["out_of_bounds"]
+    venv = LatentVectorEnv(num_envs=4, model=checkpoint, goal=[0.0, 1.0], horizon=10_000, state_bound=3.0)
+    venv.reset(seed=0)
+    for _ in range(2000):
+        obs, _, terminated, _, infos = venv.step(np.ones((4, 1), np.float32))
+        assert np.isfinite(obs).all()
+        if terminated.any():
+            break
+    assert infos["out_of_bounds"][terminated].all() and np.isfinite(infos["final_obs"]).all()
+    shipped = gym.make("LatentPendulum-v0", horizon=1000, noise_scale=0.0).unwrapped
+    for action in (1.0, -1.0):
+        shipped.reset(seed=0)
+        for _ in range(1000):
+            obs, reward, terminated, *_ = shipped.step(np.array([action], np.float32))
+            assert np.isfinite(obs).all() and np.isfinite(reward)
+            if terminated:
+                break

@@ -1,0 +1,66 @@
+"""Train a policy of any method on a latent problem and save it: one entry point for the CLI and benchmarks."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from agents.problem import LatentProblem
+from agents.saved_policy import METHODS, save_policy
+
+
+def apply_overrides(config_class: type, pairs: list[str], **fixed: Any) -> Any:
+    """Build ``config_class`` from ``KEY=VALUE`` strings (numbers as in Python: ``1e-3``, ``800``)."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    values: dict[str, Any] = dict(fixed)
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
+        if key not in fields:
+            raise ValueError(f"--set {key}: unknown option; known: {', '.join(fields)}")
+        integer = "int" in str(fields[key].type)
+        try:
+            values[key] = int(text) if integer else float(text)
+        except ValueError:
+            raise ValueError(f"--set {key}={text}: expected {'an integer' if integer else 'a number'}") from None
+    return config_class(**values)
+
+
+def train_policy(method: str, problem: LatentProblem, out: str | Path, overrides: list[str] | None = None,
+                 seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Train ``method`` on ``problem`` (``overrides``: ``KEY=VALUE`` settings of the method) and save the
+    policy directory ``out`` (which must not exist), with its TensorBoard log in ``out/tb``.
+
+    Returns:
+        The training report (best validation return, history, seconds, settings).
+    """
+    out = Path(out)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; choose another --out or remove it")
+    overrides = overrides or []
+    log_dir = out.parent / f".{out.name}.tb"
+    if method == "jomega":
+        from agents.jomega import JOmegaConfig, train_jomega
+
+        config = apply_overrides(JOmegaConfig, overrides, seed=seed)
+        policy, report = train_jomega(problem, config, log_dir, progress)
+        settings, state = {"hidden": config.hidden}, policy.state_dict()
+    elif method == "mpc":
+        from agents.mpc import MPCConfig
+
+        config = apply_overrides(MPCConfig, overrides, seed=seed)
+        settings, state, report = dataclasses.asdict(config), None, {"train_seconds": 0.0}
+    else:
+        from agents.sb3 import SB3Config, train_sb3
+
+        config = apply_overrides(SB3Config, overrides, seed=seed)
+        actor, report = train_sb3(problem, method, config, log_dir, progress)
+        settings, state = {}, actor.state_dict()
+    save_policy(out, method, problem, settings, report, state)
+    if log_dir.exists():
+        log_dir.rename(out / "tb")
+    return report
