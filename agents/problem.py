@@ -3,10 +3,16 @@
 Every trainer (J(ω), PPO, SAC) and the MPC planner work on one :class:`LatentProblem`, so they
 see the same goal, the same start states and are validated on the same fixed states.
 
-Start states are the smoothed posterior means of the model's training data at every time step:
-they cover the states the data visited (every angle, velocities in both directions, the pole at
-rest near the bottom and passing the top), with no access to the simulator. Validation uses the
-same quantity on the data set's test split, with a fixed subset and the mean dynamics.
+Start states, all from the model's data set (no access to the simulator), are of two kinds:
+
+- the smoothed posterior means at every time step: the states the data visited (every angle,
+  velocities in both directions, the pole passing the top);
+- first-frame beliefs: the filter's belief after a single frame, for every frame. One frame shows
+  the angle but not the velocity, so this is exactly the belief a real episode starts from (the
+  pole at rest at a random angle, the velocity at the filter's initial guess).
+
+Validation uses first-frame beliefs of the data set's test split (a fixed subset, mean dynamics):
+it scores what a real episode asks for, starting from an unknown velocity.
 """
 
 from __future__ import annotations
@@ -14,14 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from agents.tasks import Task, encode_goal
 from envs import get_spec
 from latentworld.checkpoint import CheckpointError, resolve_checkpoint
-from latentworld.data import load_dataset
+from latentworld.data import SequenceDataset, load_dataset
 from latentworld.latent_env import LatentDynamics, cached_model
 from latentworld.metrics import smoothed_means
 
@@ -110,8 +115,9 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
     starts = validation = torch.zeros(0, config.model.dim_z)
     if with_starts:
         data_path = data or config.data
-        starts = smoothed_means(net, load_dataset(data_path, "train", expect_env_id=meta["env_id"])).flatten(0, 1)
-        pool = smoothed_means(net, load_dataset(data_path, "test", expect_env_id=meta["env_id"])).flatten(0, 1)
+        train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
+        starts = torch.cat([smoothed_means(net, train).flatten(0, 1), first_frame_beliefs(net, train)])
+        pool = first_frame_beliefs(net, load_dataset(data_path, "test", expect_env_id=meta["env_id"]))
         pick = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(seed))[:validation_size]
         validation = pool[pick].clone()
     dynamics = LatentDynamics(net, task.reward, "given" if with_starts else "prior", None, noise_scale,
@@ -121,6 +127,8 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
     return LatentProblem(str(model), task, dynamics, goal, starts, validation, low, high, action_repeat)
 
 
-def numpy_actor(act: Callable[[np.ndarray], np.ndarray]) -> Actor:
-    """Wrap a batched numpy policy (e.g. SB3's ``predict``) as a tensor actor."""
-    return lambda z: torch.as_tensor(np.asarray(act(z.numpy())), dtype=torch.float32)
+@torch.no_grad()
+def first_frame_beliefs(model: torch.nn.Module, data: SequenceDataset, chunk: int = 4096) -> Tensor:
+    """The filter's belief mean after one frame, for every frame of ``data``. Returns ``(N·T, Dz)``."""
+    frames = data.obs.flatten(0, 1)
+    return torch.cat([model.filter_step(None, None, frames[i:i + chunk])[0] for i in range(0, len(frames), chunk)])
