@@ -1,7 +1,7 @@
 """A saved policy is a directory, like a model checkpoint:
 
 - ``meta.json``: the method (``jomega``, ``ppo``, ``sac`` or ``mpc``), the model checkpoint it was
-  trained on (as named: a path or a shipped name) with the SHA-256 of its ``model.pt``, the task,
+  trained on (as named, and its absolute path) with the SHA-256 of its ``model.pt``, the task,
   the latent goal, the settings needed to rebuild the network, the training report;
 - ``policy.pt``: the network's state_dict (loads with ``weights_only=True``; the observation
   scaling is part of it). A planner (``mpc``) has no weights: its settings are in ``meta.json``.
@@ -28,7 +28,7 @@ from agents.mpc import CEMPlanner, MPCConfig
 from agents.policy import MLPPolicy
 from agents.problem import LatentProblem, make_problem
 from agents.tasks import make_task
-from latentworld.checkpoint import MODEL_FILE, resolve_checkpoint
+from latentworld.checkpoint import MODEL_FILE, CheckpointError, resolve_checkpoint
 
 META_FILE, WEIGHTS_FILE = "meta.json", "policy.pt"
 METHODS = ("jomega", "ppo", "sac", "mpc")
@@ -72,7 +72,8 @@ def save_policy(out_dir: str | os.PathLike, method: str, problem: LatentProblem,
 
 def problem_meta(problem: LatentProblem) -> dict[str, Any]:
     """Plain-value description of the problem (model, digest, task, goal) for ``meta.json``."""
-    return {"model": problem.model_ref, "model_sha256": model_digest(problem.model_ref),
+    return {"model": problem.model_ref, "model_path": str(resolve_checkpoint(problem.model_ref).resolve()),
+            "model_sha256": model_digest(problem.model_ref),
             "task": problem.task.name, "goal_velocity": problem.task.goal_velocity, "reward": problem.task.reward,
             "goal": problem.goal.tolist(), "action_repeat": problem.action_repeat,
             "noise_scale": problem.dynamics.noise_scale}
@@ -93,6 +94,16 @@ def read_policy_meta(policy_dir: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _own_model(meta: dict[str, Any]) -> str:
+    """The policy's model as it was named (a shipped name, or a path relative to where it was trained),
+    else its absolute path (when evaluating from another directory)."""
+    try:
+        resolve_checkpoint(meta["model"])
+        return meta["model"]
+    except CheckpointError:
+        return meta.get("model_path", meta["model"])
+
+
 def load_policy(policy_dir: str | os.PathLike, model: str | None = None
                 ) -> tuple[Controller, LatentProblem, dict[str, Any]]:
     """Rebuild a saved policy as a controller.
@@ -107,7 +118,7 @@ def load_policy(policy_dir: str | os.PathLike, model: str | None = None
     """
     path = Path(policy_dir)
     meta = read_policy_meta(path)
-    model_ref = model or meta["model"]
+    model_ref = model or _own_model(meta)
     if model_digest(model_ref) != meta["model_sha256"]:
         raise PolicyError(f"{path} was trained on model {meta['model']!r}; {model_ref!r} holds other weights")
     goal = torch.tensor(meta["goal"], dtype=torch.float32)

@@ -1,5 +1,6 @@
 """Agents: J(ω), SB3 factory, MPC, saved policies, the real-env wrapper and its evaluation."""
 
+import dataclasses
 import json
 import shutil
 
@@ -182,3 +183,15 @@ def test_train_and_evaluate_commands_write_policy_json_and_video(small_data, tmp
     assert (out / "real_eval" / "episode.gif").stat().st_size > 1000
     assert agents_main(["train", "jomega", "--out", str(out), "--data", small_data]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_policy_finds_its_relative_model_from_another_directory(problem, tmp_path, monkeypatch):
+    shutil.copytree(PRETRAINED_DIR / "pendulum_ekvae", tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    relative = dataclasses.replace(problem, model_ref="model")
+    out = save_policy(tmp_path / "p", "mpc", relative, {"plan_horizon": 5}, {})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    controller, loaded, meta = load_policy(out)
+    assert meta["model"] == "model" and loaded.goal.shape == (2,)
+    assert controller.act(problem.validation_starts[0].numpy()).shape == (1,)
