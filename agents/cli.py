@@ -31,7 +31,7 @@ def _train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     problem = make_problem(args.model, make_task(args.task, args.goal_velocity), noise_scale=args.noise_scale,
                            seed=args.seed, data=args.data)
-    report = train_policy(args.method, problem, args.out, args.set, args.seed, not args.no_progress)
+    report = train_policy(args.method, problem, args.out, args.set, args.seed, not args.no_progress, args.init)
     best = report.get("best_validation_return")
     print(f"[agents] {args.method} policy saved to {args.out}" + (f" (best validation return {best:.1f}, "
           f"{report['train_seconds']:.0f} s)" if best is not None else ""))
@@ -62,12 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("method", choices=METHODS)
     train.add_argument("--model", default="pendulum_ekvae", help="model checkpoint directory or shipped name")
     train.add_argument("--task", default="swingup", choices=["swingup", "rotation"])
-    train.add_argument("--goal-velocity", type=float, default=None, help="rotation goal in rad/s (default 5)")
+    train.add_argument("--goal-velocity", type=float, default=None,
+                       help="rotation goal in rad/s (default 8; sign = direction)")
     train.add_argument("--out", required=True, help="policy directory to create")
     train.add_argument("--data", default=None, help="data set of the start states (default: the model's own)")
     train.add_argument("--noise-scale", type=float, default=0.0,
                        help="process-noise scale of training rollouts (0 = mean dynamics)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--init", default=None, metavar="POLICY",
+                       help="J(ω) only: start from a saved J(ω) policy of the same model (e.g. swing-up → rotation)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a setting of the method, e.g. --set iterations=800")
     train.add_argument("--threads", type=int, default=1, help="torch threads")

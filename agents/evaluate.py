@@ -26,8 +26,9 @@ VIDEO_SCALE = 8  # 16×16 frames are shown at 128×128
 
 
 def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool = False) -> dict[str, Any]:
-    """One full episode. Returns ``return``, ``mean_velocity`` (true, rad/s), ``steps`` and, if
-    ``record``, the frames, beliefs and rewards of every step."""
+    """One full episode. Returns ``return``, ``mean_velocity`` (true, rad/s, over the episode),
+    ``steady_velocity`` (over its second half), ``steps`` and, if ``record``, the frames, beliefs and
+    rewards of every step."""
     controller.reset()
     belief, info = env.reset(seed=seed)
     frames, beliefs, rewards, velocities = [info["frame"]], [belief], [0.0], []
@@ -42,7 +43,7 @@ def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool 
             frames.append(info["frame"])
             beliefs.append(belief)
     result = {"return": float(np.sum(rewards)), "mean_velocity": float(np.mean(velocities)),
-              "steps": len(rewards) - 1}
+              "steady_velocity": float(np.mean(velocities[len(velocities) // 2:])), "steps": len(rewards) - 1}
     if record:
         result.update(frames=np.stack(frames), beliefs=np.stack(beliefs), rewards=np.array(rewards))
     return result
@@ -65,7 +66,8 @@ def evaluate_controller(problem: LatentProblem, controller: Controller, seeds: l
     returns = np.array([e["return"] for e in episodes])
     summary = {"label": label, "seeds": list(seeds), "returns": returns.tolist(), "mean_return": float(returns.mean()),
                "std_return": float(returns.std()), "min_return": float(returns.min()),
-               "mean_velocity": [e["mean_velocity"] for e in episodes], "physics_steps": int(physics_steps),
+               "mean_velocity": [e["mean_velocity"] for e in episodes],
+               "steady_velocity": [e["steady_velocity"] for e in episodes], "physics_steps": int(physics_steps),
                "wall_seconds": time.perf_counter() - start}
     if problem.task.goal_velocity is not None:
         velocity = np.array(summary["mean_velocity"])

@@ -63,8 +63,9 @@ def make_policy(problem: LatentProblem, hidden: int) -> MLPPolicy:
 
 
 def train_jomega(problem: LatentProblem, config: JOmegaConfig, log_dir: Path | None = None,
-                 progress: bool = True) -> tuple[MLPPolicy, dict[str, Any]]:
-    """Optimise a policy on ``problem``.
+                 progress: bool = True, init: dict[str, torch.Tensor] | None = None) -> tuple[MLPPolicy, dict[str, Any]]:
+    """Optimise a policy on ``problem``, from scratch or from the weights ``init`` of another J(ω) policy
+    of the same width (its observation scaling included).
 
     Returns:
         The best validated policy and a report (``best_validation_return``, ``best_iteration``,
@@ -73,6 +74,8 @@ def train_jomega(problem: LatentProblem, config: JOmegaConfig, log_dir: Path | N
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     policy = make_policy(problem, config.hidden)
+    if init is not None:
+        policy.load_state_dict(init)
     optimiser = torch.optim.Adam(policy.parameters(), lr=config.lr)
     writer = SummaryWriter(str(log_dir)) if log_dir is not None else None
     best_state, best_return, best_iteration = copy.deepcopy(policy.state_dict()), -float("inf"), 0

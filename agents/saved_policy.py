@@ -94,6 +94,17 @@ def read_policy_meta(policy_dir: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict in a policy directory (``weights_only=True``), or one clear :class:`PolicyError`."""
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise PolicyError(f"{path} lacks {WEIGHTS_FILE}")
+    try:
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or garbled files
+        raise PolicyError(f"{weights} is corrupt or not a torch state file: {err}") from err
+
+
 def _own_model(meta: dict[str, Any]) -> str:
     """The policy's model as it was named (a shipped name, or a path relative to where it was trained),
     else its absolute path (when evaluating from another directory)."""
@@ -127,13 +138,7 @@ def load_policy(policy_dir: str | os.PathLike, model: str | None = None
     settings = meta["settings"]
     if meta["method"] == "mpc":
         return CEMPlanner(problem, MPCConfig(**settings)), problem, meta
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise PolicyError(f"{path} lacks {WEIGHTS_FILE}")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated or garbled files
-        raise PolicyError(f"{weights} is corrupt or not a torch state file: {err}") from err
+    state = load_weights(path)
     if meta["method"] == "jomega":
         dim_z = problem.starts.shape[1]  # the scaling buffers are overwritten by the saved weights
         network = MLPPolicy(torch.zeros(dim_z), torch.ones(dim_z), problem.action_low, problem.action_high,
@@ -145,5 +150,5 @@ def load_policy(policy_dir: str | os.PathLike, model: str | None = None
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
-        raise PolicyError(f"{weights} does not match its meta.json: {err}") from err
+        raise PolicyError(f"{path / WEIGHTS_FILE} does not match its meta.json: {err}") from err
     return NetworkController(network), problem, meta

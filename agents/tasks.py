@@ -2,13 +2,16 @@
 
 - ``swingup``: r^pos toward the position encoded from an image of the upright pole. Real score: the
   dm_control swing-up return (1 per physics step with the pole within 8° of upright; 1000 at most).
-- ``rotation``: r^vel toward the velocity encoded from an image sequence of the pole turning at
-  ``goal_velocity`` rad/s. Real score: the mean angular velocity over the episode against the goal
-  (and the env's return for reference).
+- ``rotation``: r^vel toward the velocity encoded from a demonstration: a sequence of the real pole
+  turning at ``goal_velocity`` rad/s, with its actions. Real score: the mean angular velocity over
+  the episode against the goal (and the env's return for reference).
 
-Goal observations are rendered by the real env's own renderer: the upright pole at rest, and a
-sequence whose angle advances by ``goal_velocity · dt`` per frame. They are pictures only (the
-simulator is put into each pose and drawn; no physics step is taken, no real step is counted).
+The upright-pole image is a picture only (the simulator is put into the pose and drawn; no physics
+step). The rotation demonstration is physical, so that the model's smoother sees a motion its
+dynamics can explain: this pendulum's motor cannot hold the pole against gravity, and a steady turn
+exists only under a constant torque c between about 0.6 and 1 (mean speeds of about 4.7 to 9.8 rad/s).
+c is found by bisection so that the steady turn's mean speed is the goal; the physics steps this takes
+are counted (:data:`Demonstration.physics_steps`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from envs import RealEnv
 from latentworld.goals import goal_from_images, goal_from_sequence
 
 GOAL_SEQUENCE_LENGTH = 15  # frames of the rotation goal sequence (the data set's window length)
+SPIN_UP_STEPS, MEASURE_STEPS, BISECTION_ROUNDS = 150, 50, 10
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,13 @@ class Task:
 
 
 def make_task(name: str, goal_velocity: float | None = None) -> Task:
-    """``"swingup"`` or ``"rotation"`` (``goal_velocity`` rad/s, default 5; sign = direction)."""
+    """``"swingup"`` or ``"rotation"`` (``goal_velocity`` rad/s, default 8; sign = direction)."""
     if name == "swingup":
         if goal_velocity is not None:
             raise ValueError("goal_velocity belongs to the rotation task, not to swingup")
         return Task("swingup", "pendulum", "pos")
     if name == "rotation":
-        velocity = 5.0 if goal_velocity is None else float(goal_velocity)
+        velocity = 8.0 if goal_velocity is None else float(goal_velocity)
         if not np.isfinite(velocity) or velocity == 0:
             raise ValueError(f"goal_velocity must be a finite non-zero number of rad/s, got {goal_velocity}")
         return Task("rotation", "pendulum", "vel", velocity)
@@ -58,32 +62,71 @@ def make_task(name: str, goal_velocity: float | None = None) -> Task:
 
 def render_pose(env: RealEnv, angle: float, velocity: float = 0.0) -> np.ndarray:
     """The observation frame of the pole at ``angle`` (0 = upright). Returns ``(H, W, C)`` uint8."""
-    env.reset(seed=0, options={"state": np.array([angle, velocity])})
-    return env._observe()
+    return env.reset(seed=0, options={"state": np.array([angle, velocity])})[0]
 
 
-def goal_observations(task: Task, action_repeat: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The goal as the model must see it.
+@dataclass
+class Demonstration:
+    """A real steady turn: frames ``(T, H, W, C)``, actions ``(T, Du)``, its measured mean velocity
+    (rad/s), the constant torque that drives it and the physics steps spent finding and recording it."""
 
-    Returns:
-        swingup: the upright-pole image ``(H, W, C)`` and ``None``; rotation: frames ``(T, H, W, C)``
-        of the pole turning at the goal velocity, and their actions ``(T, Du)`` (zeros).
+    frames: np.ndarray
+    actions: np.ndarray
+    mean_velocity: float
+    torque: float
+    physics_steps: int
+
+
+def _steady_turn(env: RealEnv, torque: float, direction: float, record: bool) -> tuple[float, list[np.ndarray]]:
+    """Spin the pole up under a constant ``torque`` (from a fast turn at the bottom) and measure the steady
+    mean velocity; with ``record``, also return the last :data:`GOAL_SEQUENCE_LENGTH` frames."""
+    env.reset(seed=0, options={"state": np.array([np.pi, direction * 11.0])})
+    action = np.array([direction * torque], np.float32)
+    velocities, frames = [], []
+    for _ in range(SPIN_UP_STEPS + MEASURE_STEPS):
+        frame, _, _, _, info = env.step(action)
+        velocities.append(float(info["state"][-1]))
+        frames.append(frame)
+    return float(np.mean(velocities[-MEASURE_STEPS:])), frames[-GOAL_SEQUENCE_LENGTH:] if record else []
+
+
+def rotation_demonstration(goal_velocity: float, action_repeat: int, env_name: str = "pendulum") -> Demonstration:
+    """Find the constant torque whose steady turn has mean speed ``|goal_velocity|`` and record it.
+
+    Raises:
+        ValueError: no steady turn of that speed exists (the message gives the range that does).
     """
-    env = RealEnv(task.env_name, action_repeat=action_repeat)
+    direction, target = float(np.sign(goal_velocity)), abs(goal_velocity)
+    env = RealEnv(env_name, action_repeat=action_repeat)
+    steps_per_trial = (SPIN_UP_STEPS + MEASURE_STEPS) * env.action_repeat
     try:
-        if task.goal_velocity is None:
-            return render_pose(env, 0.0), None
-        angles = np.pi + task.goal_velocity * env.dt * np.arange(GOAL_SEQUENCE_LENGTH)
-        frames = np.stack([render_pose(env, a, task.goal_velocity) for a in angles])
-        actions = np.zeros((GOAL_SEQUENCE_LENGTH, *env.action_space.shape), np.float32)
-        return frames, actions
+        fastest, _ = _steady_turn(env, 1.0, direction, record=False)
+        low, high, trials = 0.0, 1.0, 1
+        if target > abs(fastest):
+            raise ValueError(f"goal velocity {goal_velocity} rad/s is out of reach: at full torque the pole turns "
+                             f"at {abs(fastest):.2f} rad/s at most")
+        for _ in range(BISECTION_ROUNDS):
+            middle = (low + high) / 2
+            speed, _ = _steady_turn(env, middle, direction, record=False)
+            trials += 1
+            low, high = (middle, high) if abs(speed) < target else (low, middle)
+        speed, frames = _steady_turn(env, high, direction, record=True)
+        if abs(abs(speed) / target - 1) > 0.05:
+            raise ValueError(f"goal velocity {goal_velocity} rad/s has no steady turn on this pendulum (slower turns "
+                             f"stall at the top); choose a speed between about 5 and {abs(fastest):.1f} rad/s")
+        actions = np.full((GOAL_SEQUENCE_LENGTH, *env.action_space.shape), direction * high, np.float32)
+        return Demonstration(np.stack(frames), actions, speed, direction * high, (trials + 1) * steps_per_trial)
     finally:
         env.close()
 
 
 def encode_goal(model: torch.nn.Module, task: Task, action_repeat: int) -> Tensor:
     """The latent goal of ``task`` for ``model``: ``(Da,)`` position or ``(Dv,)`` velocity."""
-    frames, actions = goal_observations(task, action_repeat)
-    if actions is None:
-        return goal_from_images(model, frames)
-    return goal_from_sequence(model, frames, actions)
+    if task.goal_velocity is None:
+        env = RealEnv(task.env_name, action_repeat=action_repeat)
+        try:
+            return goal_from_images(model, render_pose(env, 0.0))
+        finally:
+            env.close()
+    demo = rotation_demonstration(task.goal_velocity, action_repeat, task.env_name)
+    return goal_from_sequence(model, demo.frames, demo.actions)

@@ -6,8 +6,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from agents.problem import LatentProblem
-from agents.saved_policy import METHODS, save_policy
+from agents.saved_policy import (
+    METHODS,
+    PolicyError,
+    load_weights,
+    model_digest,
+    read_policy_meta,
+    save_policy,
+)
 
 
 def apply_overrides(config_class: type, pairs: list[str], **fixed: Any) -> Any:
@@ -28,10 +37,24 @@ def apply_overrides(config_class: type, pairs: list[str], **fixed: Any) -> Any:
     return config_class(**values)
 
 
+def initial_weights(policy_dir: str | Path, problem: LatentProblem, hidden: int) -> dict[str, torch.Tensor]:
+    """The weights of a saved J(ω) policy to start from; it must belong to the same model and width."""
+    meta = read_policy_meta(policy_dir)
+    if meta["method"] != "jomega":
+        raise PolicyError(f"{policy_dir} is a {meta['method']} policy; --init needs a J(ω) policy")
+    if meta["model_sha256"] != model_digest(problem.model_ref):
+        raise PolicyError(f"{policy_dir} was trained on another model than {problem.model_ref!r}")
+    if meta["settings"]["hidden"] != hidden:
+        raise PolicyError(f"{policy_dir} has hidden width {meta['settings']['hidden']}, this run {hidden}")
+    return load_weights(Path(policy_dir))
+
+
 def train_policy(method: str, problem: LatentProblem, out: str | Path, overrides: list[str] | None = None,
-                 seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                 seed: int = 0, progress: bool = True, init: str | Path | None = None) -> dict[str, Any]:
     """Train ``method`` on ``problem`` (``overrides``: ``KEY=VALUE`` settings of the method) and save the
     policy directory ``out`` (which must not exist), with its TensorBoard log in ``out/tb``.
+    ``init``: a saved J(ω) policy of the same model to start from (J(ω) only), e.g. a swing-up policy
+    to fine-tune for another goal.
 
     Returns:
         The training report (best validation return, history, seconds, settings).
@@ -41,13 +64,17 @@ def train_policy(method: str, problem: LatentProblem, out: str | Path, overrides
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose another --out or remove it")
+    if init is not None and method != "jomega":
+        raise ValueError(f"--init starts J(ω) from a saved J(ω) policy; {method} cannot use it")
     overrides = overrides or []
     log_dir = out.parent / f".{out.name}.tb"
     if method == "jomega":
         from agents.jomega import JOmegaConfig, train_jomega
 
         config = apply_overrides(JOmegaConfig, overrides, seed=seed)
-        policy, report = train_jomega(problem, config, log_dir, progress)
+        weights = None if init is None else initial_weights(init, problem, config.hidden)
+        policy, report = train_jomega(problem, config, log_dir, progress, weights)
+        report["init"] = None if init is None else str(init)
         settings, state = {"hidden": config.hidden}, policy.state_dict()
     elif method == "mpc":
         from agents.mpc import MPCConfig
