@@ -19,7 +19,7 @@ import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -27,9 +27,9 @@ from agents.problem import LatentProblem
 from agents.sb3_env import SB3LatentVecEnv
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
-# Runs of about 3 minutes on one core that learned the swing-up (tuned on real seeds 100-109): SAC does
+# Runs of 3-5 minutes on one core that learned the swing-up (tuned on real seeds 100-109): SAC does
 # 4 gradient steps per vector step of 256 envs, so it needs far fewer env steps than PPO.
-METHOD_DEFAULTS = {"ppo": {"timesteps": 4_000_000, "batch_size": 2048}, "sac": {"timesteps": 400_000, "batch_size": 512}}
+METHOD_DEFAULTS = {"ppo": {"timesteps": 4_000_000, "batch_size": 2048}, "sac": {"timesteps": 800_000, "batch_size": 512}}
 
 
 @dataclass
@@ -96,15 +96,16 @@ def observation_scaling(problem: LatentProblem) -> tuple[Tensor, Tensor]:
     return problem.starts.mean(0), problem.starts.std(0).clamp_min(1e-6)
 
 
-def make_env(problem: LatentProblem, config: SB3Config) -> VecNormalize:
-    """The latent vector env of ``problem`` with scaled observations; rewards normalised for training only
-    (the saved actor does not depend on it)."""
+def make_env(problem: LatentProblem, method: str, config: SB3Config) -> VecEnv:
+    """The latent vector env of ``problem`` with scaled observations. For PPO the rewards are normalised
+    during training (the saved actor does not depend on it); SAC keeps the raw rewards, whose scale is
+    what its entropy bonus is weighed against (normalised, the bonus dominates and SAC stays random)."""
     mean, std = observation_scaling(problem)
     env = SB3LatentVecEnv(config.num_envs, seed=config.seed, obs_mean=mean.numpy(), obs_std=std.numpy(),
                           model=problem.model_ref, goal=problem.goal.tolist(), reward=problem.task.reward,
                           horizon=config.episode_horizon, initial="given", initial_states=problem.starts.numpy(),
                           noise_scale=problem.dynamics.noise_scale)
-    return VecNormalize(env, norm_obs=False, norm_reward=True, gamma=config.gamma)
+    return VecNormalize(env, norm_obs=False, norm_reward=True, gamma=config.gamma) if method == "ppo" else env
 
 
 def sb3_actor(method: str, problem: LatentProblem, settings: dict[str, Any]) -> SB3Actor:
@@ -163,7 +164,7 @@ def train_sb3(problem: LatentProblem, method: str, config: SB3Config, log_dir: P
     timesteps = config.timesteps or defaults["timesteps"]
     config = replace(config, timesteps=timesteps, batch_size=config.batch_size or defaults["batch_size"],
                      validate_every=config.validate_every or max(timesteps // 30, 1))
-    env = make_env(problem, config)
+    env = make_env(problem, method, config)
     kwargs: dict[str, Any] = {"seed": config.seed, "device": "cpu", "verbose": 0, "gamma": config.gamma,
                               "learning_rate": config.learning_rate}
     if method == "ppo":

@@ -195,3 +195,30 @@ def test_a_policy_finds_its_relative_model_from_another_directory(problem, tmp_p
     controller, loaded, meta = load_policy(out)
     assert meta["model"] == "model" and loaded.goal.shape == (2,)
     assert controller.act(problem.validation_starts[0].numpy()).shape == (1,)
+
+
+def test_rotation_goal_is_a_real_steady_turn_and_unreachable_speeds_are_refused():
+    from agents.tasks import rotation_demonstration
+
+    demo = rotation_demonstration(-8.0, action_repeat=4)
+    assert demo.mean_velocity == pytest.approx(-8.0, rel=0.05) and demo.torque < 0
+    assert demo.frames.shape == (15, 16, 16, 1) and demo.actions.shape == (15, 1)
+    assert (demo.actions == demo.torque).all() and demo.physics_steps > 0
+    with pytest.raises(ValueError, match="out of reach"):
+        rotation_demonstration(12.0, action_repeat=4)
+    with pytest.raises(ValueError, match="non-zero"):
+        make_task("rotation", 0.0)
+
+
+def test_init_starts_jomega_from_a_saved_policy_and_is_refused_elsewhere(problem, tmp_path):
+    from agents.training import initial_weights, train_policy
+
+    torch.manual_seed(1)
+    policy = make_policy(problem, hidden=16)
+    source = save_policy(tmp_path / "source", "jomega", problem, {"hidden": 16}, {}, policy.state_dict())
+    for name, value in initial_weights(source, problem, 16).items():
+        torch.testing.assert_close(value, policy.state_dict()[name])
+    with pytest.raises(PolicyError, match="hidden width"):
+        initial_weights(source, problem, 32)
+    with pytest.raises(ValueError, match="cannot use it"):
+        train_policy("ppo", problem, tmp_path / "ppo", init=source)
