@@ -52,6 +52,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m agents", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="J(ω) only: start from a saved J(ω) policy of the same model (e.g. swing-up → rotation)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a setting of the method, e.g. --set iterations=800")
-    train.add_argument("--threads", type=int, default=1, help="torch threads")
+    train.add_argument("--threads", type=_threads, default=1, help="torch threads")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)
 
@@ -86,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="folder for real_eval.json and episode.gif "
                           "(default: POLICY/real_eval)")
     evaluate.add_argument("--no-baselines", action="store_true", help="skip the random and zero-action rows")
-    evaluate.add_argument("--threads", type=int, default=1, help="torch threads")
+    evaluate.add_argument("--threads", type=_threads, default=1, help="torch threads")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=_evaluate)
     return parser
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (PolicyError, CheckpointError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (PolicyError, CheckpointError, DatasetError, OSError, ValueError) as err:
         if args.debug:
             traceback.print_exc()
         print(f"agents {args.command}: error: {err}", file=sys.stderr)

@@ -22,8 +22,6 @@ from agents.controllers import Controller, RandomController, ZeroController
 from agents.problem import LatentProblem
 from latentworld.fileio import atomic_target
 
-VIDEO_SCALE = 8  # 16×16 frames are shown at 128×128
-
 
 def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool = False) -> dict[str, Any]:
     """One full episode. Returns ``return``, ``mean_velocity`` (true, rad/s, over the episode),

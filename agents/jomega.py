@@ -58,8 +58,7 @@ class JOmegaConfig:
 
 def make_policy(problem: LatentProblem, hidden: int) -> MLPPolicy:
     """A fresh policy whose observation scaling is the spread of the training start states."""
-    return MLPPolicy(problem.starts.mean(0), problem.starts.std(0), problem.action_low, problem.action_high,
-                     hidden)
+    return MLPPolicy(*problem.observation_scaling(), problem.action_low, problem.action_high, hidden)
 
 
 def train_jomega(problem: LatentProblem, config: JOmegaConfig, log_dir: Path | None = None,

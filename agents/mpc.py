@@ -8,8 +8,7 @@ mean is shifted by one step and reused at the next step (warm start).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,8 +39,8 @@ class MPCConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.elites > self.samples:
-            raise ValueError(f"elites ({self.elites}) must not exceed samples ({self.samples})")
+        if not 2 <= self.elites <= self.samples:
+            raise ValueError(f"elites must lie in [2, samples={self.samples}] (a spread needs two), got {self.elites}")
         if not self.init_std > 0:
             raise ValueError(f"init_std must be > 0, got {self.init_std}")
 
@@ -70,7 +69,8 @@ class CEMPlanner:
         """Plan from a batch of states ``(N, Dz)``. Returns the first actions ``(N, Du)``."""
         cfg, n, dim_u = self.config, z.shape[0], self.low.shape[0]
         centre, half = (self.high + self.low) / 2, (self.high - self.low) / 2
-        mean = centre.expand(n, cfg.plan_horizon, dim_u).clone() if self._mean is None else self._mean
+        warm = self._mean is not None and self._mean.shape[0] == n  # a plan of another batch does not carry over
+        mean = self._mean if warm else centre.expand(n, cfg.plan_horizon, dim_u).clone()
         std = (cfg.init_std * half).expand(n, cfg.plan_horizon, dim_u).clone()
         for _ in range(cfg.iterations):
             noise = torch.randn((n, cfg.samples, cfg.plan_horizon, dim_u), generator=self.generator)
@@ -96,6 +96,3 @@ class CEMPlanner:
     def act(self, belief: np.ndarray) -> np.ndarray:
         z = torch.as_tensor(np.asarray(belief, np.float32))[None]
         return self.plan(z)[0].numpy().astype(np.float32)
-
-    def summary(self) -> dict[str, Any]:
-        return asdict(self.config)

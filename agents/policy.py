@@ -1,7 +1,7 @@
-"""The policy network π_ω(u | z[, goal]) that the J(ω) optimiser trains.
+"""The policy network π_ω(u | z) that the J(ω) optimiser trains.
 
-Deterministic: u = low + (high − low) · (tanh(f_ω((o − μ) / σ)) + 1) / 2, with o the belief mean
-(and the goal, when the policy is goal-conditioned). The observation scaling (μ, σ) is fixed at
+Deterministic: u = low + (high − low) · (tanh(f_ω((o − μ) / σ)) + 1) / 2, with o the belief mean.
+The observation scaling (μ, σ) is fixed at
 construction from the training start states and saved with the weights, so the network sees
 inputs of order one whatever the model's latent scale.
 """
@@ -38,8 +38,3 @@ class MLPPolicy(nn.Module):
         """Args: obs ``(N, Do)``. Returns actions ``(N, Du)`` inside the action box."""
         squashed = torch.tanh(self.net((obs - self.obs_mean) / self.obs_std))
         return self.action_low + (self.action_high - self.action_low) * (squashed + 1) / 2
-
-    @property
-    def hidden(self) -> int:
-        """Width of the hidden layers (saved in the policy's meta to rebuild it)."""
-        return self.net[0].out_features

@@ -62,6 +62,10 @@ class LatentProblem:
     def model(self) -> torch.nn.Module:
         return self.dynamics.model
 
+    def observation_scaling(self) -> tuple[Tensor, Tensor]:
+        """``(mean, std)`` ``(Dz,)`` of the training start states: policy networks see ``(z − mean) / std``."""
+        return self.starts.mean(0), self.starts.std(0).clamp_min(1e-6)
+
     def with_noise(self, noise_scale: float) -> LatentProblem:
         """The same problem with another process-noise scale for training rollouts."""
         core = self.dynamics

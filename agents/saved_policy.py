@@ -44,15 +44,18 @@ def model_digest(model: str) -> str:
 
 
 def save_policy(out_dir: str | os.PathLike, method: str, problem: LatentProblem, settings: dict[str, Any],
-                report: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+                report: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None,
+                log_dir: Path | None = None) -> Path:
     """Write a policy directory at ``out_dir`` (which must not exist yet).
 
     Args:
         method: one of :data:`METHODS`.
         problem: the problem it was trained on (model, task, goal).
-        settings: what rebuilds the controller (network width, SB3 policy kwargs, planner config).
+        settings: what rebuilds the controller (the J(ω) network width, the planner's config; SB3 actors
+            use the default architecture and need none).
         report: the training report (validation returns, times).
         state_dict: the network's weights (``None`` for a planner).
+        log_dir: a TensorBoard folder of the training run, moved into the policy as ``tb/``.
     """
     out = Path(out_dir)
     if out.exists():
@@ -64,6 +67,11 @@ def save_policy(out_dir: str | os.PathLike, method: str, problem: LatentProblem,
         if state_dict is not None:
             torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        if log_dir is not None and log_dir.is_dir():
+            shutil.move(str(log_dir), tmp / "tb")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private (0700); a policy is not
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -79,7 +87,11 @@ def problem_meta(problem: LatentProblem) -> dict[str, Any]:
             "noise_scale": problem.dynamics.noise_scale}
 
 
+REQUIRED_META = {"method": str, "model": str, "model_sha256": str, "task": str, "goal": list, "settings": dict}
+
+
 def read_policy_meta(policy_dir: str | os.PathLike) -> dict[str, Any]:
+    """The checked ``meta.json`` of a policy directory, or one clear :class:`PolicyError`."""
     path = Path(policy_dir)
     if not path.is_dir():
         raise PolicyError(f"policy directory {path} does not exist")
@@ -89,8 +101,13 @@ def read_policy_meta(policy_dir: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads((path / META_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PolicyError(f"{path / META_FILE} is corrupt: {err}") from err
-    if meta.get("method") not in METHODS:
-        raise PolicyError(f"{path / META_FILE} names an unknown method {meta.get('method')!r}; known: {METHODS}")
+    if not isinstance(meta, dict):
+        raise PolicyError(f"{path / META_FILE} is not a JSON object")
+    wrong = [key for key, kind in REQUIRED_META.items() if not isinstance(meta.get(key), kind)]
+    if wrong:
+        raise PolicyError(f"{path / META_FILE} lacks or has malformed fields {wrong}; it is not a saved policy")
+    if meta["method"] not in METHODS:
+        raise PolicyError(f"{path / META_FILE} names an unknown method {meta['method']!r}; known: {METHODS}")
     return meta
 
 
@@ -106,13 +123,14 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _own_model(meta: dict[str, Any]) -> str:
-    """The policy's model as it was named (a shipped name, or a path relative to where it was trained),
-    else its absolute path (when evaluating from another directory)."""
+    """The policy's model as it was named (a shipped name, or a path relative to where it was trained) if
+    that holds its weights from here, else its absolute path (when evaluating from another directory)."""
     try:
-        resolve_checkpoint(meta["model"])
-        return meta["model"]
+        if model_digest(meta["model"]) == meta["model_sha256"]:
+            return meta["model"]
     except CheckpointError:
-        return meta.get("model_path", meta["model"])
+        pass
+    return meta.get("model_path", meta["model"])
 
 
 def load_policy(policy_dir: str | os.PathLike, model: str | None = None
@@ -137,7 +155,11 @@ def load_policy(policy_dir: str | os.PathLike, model: str | None = None
                            with_starts=False)
     settings = meta["settings"]
     if meta["method"] == "mpc":
-        return CEMPlanner(problem, MPCConfig(**settings)), problem, meta
+        try:
+            config = MPCConfig(**settings)
+        except TypeError as err:
+            raise PolicyError(f"{path / META_FILE}: planner settings do not fit: {err}") from err
+        return CEMPlanner(problem, config), problem, meta
     state = load_weights(path)
     if meta["method"] == "jomega":
         dim_z = problem.starts.shape[1]  # the scaling buffers are overwritten by the saved weights
@@ -146,7 +168,7 @@ def load_policy(policy_dir: str | os.PathLike, model: str | None = None
     else:
         from agents.sb3 import sb3_actor  # stable-baselines3 is imported only where it is used
 
-        network = sb3_actor(meta["method"], problem, settings)
+        network = sb3_actor(meta["method"], problem)
     try:
         network.load_state_dict(state)
     except RuntimeError as err:

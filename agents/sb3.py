@@ -27,8 +27,8 @@ from agents.problem import LatentProblem
 from agents.sb3_env import SB3LatentVecEnv
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
-# Runs of 3-5 minutes on one core that learned the swing-up (tuned on real seeds 100-109): SAC does
-# 4 gradient steps per vector step of 256 envs, so it needs far fewer env steps than PPO.
+# Runs that learned the swing-up (tuned on real seeds 100-109), about 2.5 (PPO) and 5.5 (SAC) minutes on one
+# core: SAC does 4 gradient steps per vector step of 256 envs, so it needs far fewer env steps than PPO.
 METHOD_DEFAULTS = {"ppo": {"timesteps": 4_000_000, "batch_size": 2048}, "sac": {"timesteps": 800_000, "batch_size": 512}}
 
 
@@ -91,16 +91,11 @@ class SB3Actor(nn.Module):
         return torch.max(torch.min(actions, self.action_high), self.action_low)
 
 
-def observation_scaling(problem: LatentProblem) -> tuple[Tensor, Tensor]:
-    """``(mean, std)`` ``(Dz,)`` of the training start states (SB3 networks expect inputs of order one)."""
-    return problem.starts.mean(0), problem.starts.std(0).clamp_min(1e-6)
-
-
 def make_env(problem: LatentProblem, method: str, config: SB3Config) -> VecEnv:
     """The latent vector env of ``problem`` with scaled observations. For PPO the rewards are normalised
     during training (the saved actor does not depend on it); SAC keeps the raw rewards, whose scale is
     what its entropy bonus is weighed against (normalised, the bonus dominates and SAC stays random)."""
-    mean, std = observation_scaling(problem)
+    mean, std = problem.observation_scaling()
     env = SB3LatentVecEnv(config.num_envs, seed=config.seed, obs_mean=mean.numpy(), obs_std=std.numpy(),
                           model=problem.model_ref, goal=problem.goal.tolist(), reward=problem.task.reward,
                           horizon=config.episode_horizon, initial="given", initial_states=problem.starts.numpy(),
@@ -108,7 +103,7 @@ def make_env(problem: LatentProblem, method: str, config: SB3Config) -> VecEnv:
     return VecNormalize(env, norm_obs=False, norm_reward=True, gamma=config.gamma) if method == "ppo" else env
 
 
-def sb3_actor(method: str, problem: LatentProblem, settings: dict[str, Any]) -> SB3Actor:
+def sb3_actor(method: str, problem: LatentProblem) -> SB3Actor:
     """A fresh actor of ``method``'s default policy (the architecture a saved actor's weights fit)."""
     if method not in ALGORITHMS:
         raise ValueError(f"unknown SB3 method {method!r}; choose from {sorted(ALGORITHMS)}")
@@ -143,7 +138,7 @@ class _BestSnapshot(BaseCallback):
 
     def validate(self) -> None:
         actor = SB3Actor(self.model.policy, self.problem.action_low, self.problem.action_high,
-                         self.method == "sac", *observation_scaling(self.problem))
+                         self.method == "sac", *self.problem.observation_scaling())
         self.model.policy.set_training_mode(False)
         value = self.problem.validation_return(actor, self.config.validation_horizon)
         self.history.append({"timesteps": self.num_timesteps, "validation_return": value,
@@ -181,7 +176,7 @@ def train_sb3(problem: LatentProblem, method: str, config: SB3Config, log_dir: P
         algorithm.learn(config.timesteps, callback=callback)
         callback.validate()
     env.close()
-    actor = sb3_actor(method, problem, {})
+    actor = sb3_actor(method, problem)
     actor.load_state_dict(callback.best_state)
     report = {"best_validation_return": callback.best_return, "best_timesteps": callback.best_step,
               "history": callback.history, "train_seconds": time.perf_counter() - start, "config": asdict(config)}

@@ -9,7 +9,7 @@
 The upright-pole image is a picture only (the simulator is put into the pose and drawn; no physics
 step). The rotation demonstration is physical, so that the model's smoother sees a motion its
 dynamics can explain: this pendulum's motor cannot hold the pole against gravity, and a steady turn
-exists only under a constant torque c between about 0.6 and 1 (mean speeds of about 4.7 to 9.8 rad/s).
+exists only under a constant torque c between about 0.56 and 1 (mean speeds of about 3 to 9.7 rad/s).
 c is found by bisection so that the steady turn's mean speed is the goal; the physics steps this takes
 are counted (:data:`Demonstration.physics_steps`).
 """
@@ -113,7 +113,7 @@ def rotation_demonstration(goal_velocity: float, action_repeat: int, env_name: s
         speed, frames = _steady_turn(env, high, direction, record=True)
         if abs(abs(speed) / target - 1) > 0.05:
             raise ValueError(f"goal velocity {goal_velocity} rad/s has no steady turn on this pendulum (slower turns "
-                             f"stall at the top); choose a speed between about 5 and {abs(fastest):.1f} rad/s")
+                             f"stall at the top); choose a speed between about 3 and {abs(fastest):.1f} rad/s")
         actions = np.full((GOAL_SEQUENCE_LENGTH, *env.action_space.shape), direction * high, np.float32)
         return Demonstration(np.stack(frames), actions, speed, direction * high, (trials + 1) * steps_per_trial)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ def apply_overrides(config_class: type, pairs: list[str], **fixed: Any) -> Any:
             raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
         if key not in fields:
             raise ValueError(f"--set {key}: unknown option; known: {', '.join(fields)}")
+        if key in fixed:
+            raise ValueError(f"--set {key}: set it with --{key} instead")
         integer = "int" in str(fields[key].type)
         try:
             values[key] = int(text) if integer else float(text)
@@ -67,7 +70,16 @@ def train_policy(method: str, problem: LatentProblem, out: str | Path, overrides
     if init is not None and method != "jomega":
         raise ValueError(f"--init starts J(ω) from a saved J(ω) policy; {method} cannot use it")
     overrides = overrides or []
-    log_dir = out.parent / f".{out.name}.tb"
+    log_dir = out.parent / f".{out.name}.tb"  # moved into the policy directory when it is saved
+    shutil.rmtree(log_dir, ignore_errors=True)  # left by an interrupted run
+    try:
+        return _train_and_save(method, problem, out, overrides, seed, progress, init, log_dir)
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _train_and_save(method: str, problem: LatentProblem, out: Path, overrides: list[str], seed: int,
+                    progress: bool, init: str | Path | None, log_dir: Path) -> dict[str, Any]:
     if method == "jomega":
         from agents.jomega import JOmegaConfig, train_jomega
 
@@ -87,7 +99,5 @@ def train_policy(method: str, problem: LatentProblem, out: str | Path, overrides
         config = apply_overrides(SB3Config, overrides, seed=seed)
         actor, report = train_sb3(problem, method, config, log_dir, progress)
         settings, state = {}, actor.state_dict()
-    save_policy(out, method, problem, settings, report, state)
-    if log_dir.exists():
-        log_dir.rename(out / "tb")
+    save_policy(out, method, problem, settings, report, state, log_dir)
     return report

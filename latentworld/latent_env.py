@@ -85,7 +85,7 @@ class LatentDynamics:
         self.posterior_z1 = posterior_z1
         self.noise_scale, self.state_bound = float(noise_scale), float(state_bound)
         self.dim_z, self.dim_a = model.config.dim_z, model.config.dim_a
-        self.initial_states = None if initial_states is None else check_states(initial_states, self.dim_z)
+        self.initial_states = None if initial_states is None else self.bounded(check_states(initial_states, self.dim_z))
         if initial == "given" and self.initial_states is None:
             raise ValueError("initial='given' needs initial_states, a (K, Dz) array of start states")
         self.reward_dims = slice(0, self.dim_a) if reward == "pos" else slice(self.dim_a, self.dim_z)
@@ -105,11 +105,7 @@ class LatentDynamics:
     def transition(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One reparameterised sample of p(z_{t+1} | z_t, u_t) with the process noise scaled by
         ``noise_scale``, kept inside the state box. Args ``(n, Dz)``, ``(n, Du)``. Returns ``(n, Dz)``."""
-        mean, variance = self.model.next_mean(z, u)
-        if self.noise_scale > 0:
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-            mean = mean + self.noise_scale * noise * variance.sqrt()
-        return self.bounded(mean)
+        return self.bounded(self.model.sample_next(z, u, generator, self.noise_scale))
 
     def bounded(self, z: Tensor) -> Tensor:
         """``z`` with non-finite values replaced and every entry clamped to ``±state_bound``."""
@@ -239,7 +235,8 @@ class LatentEnv(gym.Env):
         render_mode: ``None`` or ``"rgb_array"`` (the decoded mean frame).
         default_model: set by the registration of each env id.
         noise_scale: scale of the learned process noise in ``step`` (0 = mean dynamics).
-        initial_states: ``(K, Dz)`` start states (nested lists or a ``.npy`` path) for ``initial="given"``.
+        initial_states: ``(K, Dz)`` start states for ``initial="given"``: nested lists or a ``.npy`` path keep
+            ``env.spec`` JSON-serialisable (an array works too, but gymnasium's spec then holds the array).
         state_bound: states are kept in ``[-state_bound, state_bound]^Dz``; an episode whose state reaches
             that edge ends with ``terminated=True`` and ``info["out_of_bounds"] = True``, so no inf/NaN
             ever reaches an agent.
@@ -252,6 +249,8 @@ class LatentEnv(gym.Env):
                  goal_conditioned: bool = False, render_mode: str | None = None,
                  default_model: str | None = None, noise_scale: float = 1.0, initial_states: Any = None,
                  state_bound: float = DEFAULT_STATE_BOUND) -> None:
+        if isinstance(initial_states, (np.ndarray, Tensor)):  # keep env.spec JSON-serialisable
+            initial_states = np.asarray(initial_states).tolist()
         self._init_args = {"model": model, "goal": goal, "reward": reward, "horizon": horizon, "initial": initial,
                            "data": data, "goal_conditioned": goal_conditioned, "render_mode": render_mode,
                            "default_model": default_model, "noise_scale": noise_scale,
@@ -295,7 +294,7 @@ class LatentEnv(gym.Env):
             escaped = bool(self.setup.core.escaped(self._z)[0])
         self._t += 1
         info = {"out_of_bounds": True} if escaped else {}
-        return self._observation(), reward, escaped, self._t >= self.setup.horizon, info
+        return self._observation(), reward, escaped, self._t >= self.setup.horizon and not escaped, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array" or self._z is None:

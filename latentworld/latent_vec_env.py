@@ -5,7 +5,7 @@ registered ids, so ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vect
 returns it). Episodes auto-reset in the same step (``AutoresetMode.SAME_STEP``): the returned
 observation of a finished env is its new first observation, and the last one is in
 ``infos["final_obs"]`` (a float ``(N, D)`` array; rows where ``infos["_final_obs"]`` is True count).
-An env whose state reaches the edge of the state box is terminated (``infos["out_of_bounds"]``).
+An env whose state reaches the edge of the state box is terminated (``infos["final_info"]["out_of_bounds"]``).
 ``agents.sb3_env.SB3LatentVecEnv`` adapts it to stable-baselines3's ``VecEnv``.
 """
 
@@ -93,9 +93,10 @@ class LatentVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         if done.any():
             final = self._observations()
-            infos = {"final_obs": final, "_final_obs": done.copy(), "final_info": {}, "_final_info": done.copy()}
-            if terminated.any():
-                infos.update({"out_of_bounds": terminated.copy(), "_out_of_bounds": terminated.copy()})
+            final_info = {"out_of_bounds": terminated.copy(), "_out_of_bounds": terminated.copy()} \
+                if terminated.any() else {}
+            infos = {"final_obs": final, "_final_obs": done.copy(), "final_info": final_info,
+                     "_final_info": done.copy()}
             self._restart(torch.from_numpy(done))
             infos.update({"goal": self._goal.numpy().copy(), "_goal": done.copy()})
         return self._observations(), rewards, terminated, truncated, infos

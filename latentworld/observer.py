@@ -26,8 +26,8 @@ class Observer:
     """Stateful online filter: ``reset(first_frame)``, then ``step(prev_action, frame)`` per env step.
 
     Args:
-        model: any model with ``filter_step(belief, u_prev, x) -> (mean (1, Dz), cov (1, Dz, Dz))``
-            and ``obs_shape`` (the EKVAE provides both).
+        model: any model with ``filter_step(belief, u_prev, x) -> (mean (1, Dz), cov (1, Dz, Dz))``,
+            ``obs_shape`` and ``dim_u`` (the EKVAE provides them).
     """
 
     def __init__(self, model: torch.nn.Module) -> None:

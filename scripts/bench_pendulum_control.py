@@ -39,7 +39,7 @@ from agents.training import train_policy
 
 TARGET_MEAN, TARGET_EACH = 850.0, 800.0
 DATA_PHYSICS_STEPS = 500 * 15 * 4  # the model's data set: 500 sequences × 15 frames × action repeat 4
-ROTATION_GOAL = 8.0  # rad/s, inside the range of steady turns this pendulum can make (about 3 to 9.7)
+ROTATION_GOAL = 8.0  # rad/s, inside the range of steady turns this pendulum can make (about 3 to 9.7 rad/s)
 ROTATION_SETTINGS = ["lr=0.001", "iterations=300", "validation_horizon=100"]  # fine-tuning, tuned on seeds 100-104
 
 
@@ -116,7 +116,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"`{report['command']}` — {report['machine']}.", "",
              (f"Model `{report['model']}`; swing-up goal: the encoded upright-pole image. Real episodes: "
              f"{report['episodes']} full dm_control episodes (1000 physics steps) on seeds "
-             f"{report['seeds'][0]}–{report['seeds'][-1]}, which no tuning saw (tuning: seeds 100–109, 1000–1019). "
+             f"{report['seeds'][0]}–{report['seeds'][-1]}, which tuning did not look at (tuning: seeds 100–109, "
+             "1000–1019; one exception, SAC's step count, is said below). "
              f"Real steps used: {DATA_PHYSICS_STEPS:,} (the model's data set); policies saw only the model."), "",
              "## Swing-up", "",
              ("| method | training seed | real return mean ± std | min | latent validation return | training (s) | "
@@ -133,7 +134,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", ("The reference row is not a learned controller: it reads the simulator's true angle and velocity, "
               "pumps energy bang-bang and holds the pole with a PD law near the top, at the same 12.5 Hz control "
               "rate. From the bottom the motor needs several swings, so its return shows what these start angles "
-              f"allow: {reference['mean_return']:.1f}. The best method, {best_method}, reaches {best['mean']:.1f} "
+              f"allow to a classic controller: {reference['mean_return']:.1f} (not an upper bound). The best method, {best_method}, reaches {best['mean']:.1f} "
               f"({best['mean'] - reference['mean_return']:+.1f} against the reference) from 16×16 pixels through "
               "the model alone."), "",
               ("Training times are single-thread wall times; some runs shared the machine with another job on "
@@ -151,8 +152,8 @@ def markdown(report: dict[str, Any]) -> str:
         per_episode = " ".join(f"{v:+.1f}" for v in rotation["per_episode_mean_velocity"])
         lines += ["", "## Steady rotation (r^vel, J(ω))", "",
                   (f"Goal: the velocity encoded from a real demonstration of the pole turning steadily at "
-                   f"{rotation['goal_velocity']:+.1f} rad/s. The policy starts from the swing-up policy of training "
-                   f"seed {report['runs'][0]['training_seed']} and is fine-tuned on r^vel (`"
+                   f"{rotation['goal_velocity']:+.1f} rad/s. The policy starts from the swing-up J(ω) policy "
+                   f"`{Path(rotation['init']).name}` and is fine-tuned on r^vel (`"
                    + " ".join(f"--set {x}" for x in rotation["settings"]) + "`). "
                    f"Real mean angular velocity over {report['episodes']} episodes: "
                    f"**{rotation['mean_velocity']:+.2f} rad/s** ({100 * rotation['error_fraction']:.1f} % from the goal; "
@@ -202,7 +203,9 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread per run",
         "model": args.model, "seeds": seeds, "episodes": args.episodes, "real_physics_steps_for_training":
         DATA_PHYSICS_STEPS, "runs": runs, "baselines": baseline_rows, "per_method": per_method}
-    if not args.no_rotation:
+    if not args.no_rotation and "jomega" not in args.methods:
+        print("[bench] rotation skipped: it starts from the swing-up J(ω) policy; add jomega to --methods")
+    elif not args.no_rotation:
         rotation_problem = make_problem(args.model, make_task("rotation", ROTATION_GOAL))
         init = work / f"swingup_jomega_seed{args.training_seeds[0]}"
         stored = run_one(work, "rotation_jomega_seed0", "jomega", rotation_problem, 0, seeds, ROTATION_SETTINGS, init)

@@ -37,12 +37,14 @@ latentworld imagine "$run/pendulum_ekvae" --goal latentworld/pretrained/pendulum
   --out "$run/pendulum_ekvae/imagined.png"
 
 # A swing-up policy trained only in the latent env (J(ω)), then scored in the real env.
+# One policy per model: a model trained further (a larger LATENTWORLD_MAIN_STEPS) gets its own policy.
 policy="$run/swingup_jomega_${LATENTWORLD_MAIN_MODEL:-trained}"
+[ "${LATENTWORLD_MAIN_MODEL:-trained}" = trained ] && policy="${policy}_${steps}steps"
 if [ ! -f "$policy/meta.json" ]; then
   python -m agents train jomega --model "$model" --task swingup --out "$policy"
 else
   echo "[main] reusing the policy $policy (delete it to retrain)"
 fi
 python -m agents evaluate "$policy" --episodes "$episodes"
-echo "[main] done: model figures and eval.json in $run/pendulum_ekvae; policy, real_eval.json and episode.gif" \
-  "in $policy; data picture data/pendulum.png"
+echo "[main] done: model figures and eval.json in $run/pendulum_ekvae; policy in $policy, real_eval.json and" \
+  "episode.gif in $policy/real_eval; data picture data/pendulum.png"

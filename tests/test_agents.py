@@ -222,3 +222,44 @@ def test_init_starts_jomega_from_a_saved_policy_and_is_refused_elsewhere(problem
         initial_weights(source, problem, 32)
     with pytest.raises(ValueError, match="cannot use it"):
         train_policy("ppo", problem, tmp_path / "ppo", init=source)
+
+
+def test_sac_actor_is_rescaled_into_the_action_box_and_reloads(problem, tmp_path):
+    from agents.sb3 import SB3Config, train_sb3
+
+    config = SB3Config(timesteps=600, num_envs=8, episode_horizon=10, validate_every=300, validation_horizon=5,
+                       gradient_steps=1)
+    actor, report = train_sb3(problem, "sac", config, progress=False)
+    out = save_policy(tmp_path / "sac", "sac", problem, {}, report, actor.state_dict())
+    controller, _, _ = load_policy(out)
+    z = problem.validation_starts[:6]
+    with torch.no_grad():
+        squashed = actor.policy._predict((z - actor.obs_mean) / actor.obs_std, deterministic=True)
+    got = np.stack([controller.act(row) for row in z.numpy()])
+    np.testing.assert_allclose(got, squashed.numpy(), atol=1e-6)  # the box is [-1, 1]: the rescale is the identity
+    assert (np.abs(got) <= 1).all()
+
+
+def test_cli_refuses_bad_settings_and_malformed_policies_with_one_line(problem, small_data, tmp_path, capsys):
+    base = ["train", "mpc", "--data", small_data, "--no-progress", "--out"]
+    for extra, message in ((["--set", "horizon=3"], "unknown option"), (["--set", "samples=many"], "an integer"),
+                           (["--set", "elites=1"], "elites must lie"), (["--set", "seed=3"], "--seed instead")):
+        assert agents_main([*base, str(tmp_path / "p"), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(SystemExit):
+        agents_main(["evaluate", str(tmp_path), "--threads", "0"])
+    assert "must be >= 1" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "meta.json").write_text(json.dumps({"method": "jomega"}))
+    assert agents_main(["evaluate", str(bad)]) == 2
+    assert "lacks or has malformed fields" in capsys.readouterr().err
+
+
+def test_training_leaves_nothing_beside_the_policy_and_the_policy_is_readable(small_data, tmp_path):
+    out = tmp_path / "policy"
+    assert agents_main(["train", "jomega", "--out", str(out), "--data", small_data, "--set", "iterations=2",
+                        "--set", "validate_every=1", "--no-progress"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
+    assert (out / "tb").is_dir() and (out.stat().st_mode & 0o055) == 0o055  # group/other can read and enter

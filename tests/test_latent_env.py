@@ -1,3 +1,4 @@
+import json
 import pickle
 from pathlib import Path
 
@@ -282,9 +283,14 @@ def test_noise_scale_zero_rolls_out_the_mean_dynamics_and_given_starts_are_used(
         with torch.no_grad():
             z = model.next_mean(z, torch.from_numpy(u)[None])[0]
         np.testing.assert_allclose(a, z[0].numpy(), rtol=1e-6)
-    noisy = make(checkpoint, noise_scale=1.0, initial="given", initial_states=starts).unwrapped
+    noisy = make(checkpoint, noise_scale=1.0, initial="given", initial_states=np.array(starts)).unwrapped
     noisy.reset(seed=1)
-    assert not np.array_equal(noisy.step(np.array([1.0], np.float32))[0], envs[0].reset(seed=1)[0])
+    envs[0].reset(seed=1)
+    u = np.array([1.0], np.float32)
+    assert not np.allclose(noisy.step(u)[0], envs[0].step(u)[0])
+    spec = gym.make("LatentPendulum-v0", model=checkpoint, goal=[0.0, 1.0], initial="given",
+                    initial_states=starts).spec
+    assert json.loads(spec.to_json())["kwargs"]["initial_states"] == starts
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -315,12 +321,18 @@ def test_states_stay_finite_and_bounded_under_sustained_extreme_actions(checkpoi
         assert np.isfinite(obs).all()
         if terminated.any():
             break
-    assert infos["out_of_bounds"][terminated].all() and np.isfinite(infos["final_obs"]).all()
-    shipped = gym.make("LatentPendulum-v0", horizon=1000, noise_scale=0.0).unwrapped
-    for action in (1.0, -1.0):
-        shipped.reset(seed=0)
-        for _ in range(1000):
-            obs, reward, terminated, *_ = shipped.step(np.array([action], np.float32))
-            assert np.isfinite(obs).all() and np.isfinite(reward)
-            if terminated:
-                break
+    assert infos["final_info"]["out_of_bounds"][terminated].all() and np.isfinite(infos["final_obs"]).all()
+
+
+def test_escape_on_the_last_step_is_terminated_not_truncated_in_both_envs(checkpoint):
+    # From z = 0 one step moves by B u, far more than a bound of 1e-4: the state escapes on the horizon step.
+    kwargs = {"state_bound": 1e-4, "horizon": 1, "initial": "given", "initial_states": [[0.0, 0.0, 0.0]],
+              "noise_scale": 0.0}
+    env = make(checkpoint, **kwargs).unwrapped
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(np.array([1.0], np.float32))
+    assert info["out_of_bounds"]
+    venv = LatentVectorEnv(num_envs=1, model=checkpoint, goal=[0.0, 1.0], **kwargs)
+    venv.reset(seed=0)
+    _, _, v_terminated, v_truncated, _ = venv.step(np.array([[1.0]], np.float32))
+    assert (terminated, truncated) == (True, False) == (bool(v_terminated[0]), bool(v_truncated[0]))

@@ -121,14 +121,15 @@ class EKVAE(nn.Module):
         mean = (F_mix @ z.unsqueeze(-1) + B_mix @ u.unsqueeze(-1)).squeeze(-1)
         return mean, q_var
 
-    def sample_next(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One reparameterised sample of p(z_{t+1} | z_t, u_t). Args ``(N, Dz)``, ``(N, Du)``.
-
-        Returns ``(N, Dz)``.
-        """
+    def sample_next(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None,
+                    noise_scale: float = 1.0) -> Tensor:
+        """One reparameterised sample of p(z_{t+1} | z_t, u_t), the noise's standard deviation scaled by
+        ``noise_scale`` (0 = the mean). Args ``(N, Dz)``, ``(N, Du)``. Returns ``(N, Dz)``."""
         mean, q_var = self.next_mean(z, u)
+        if noise_scale == 0:
+            return mean
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-        return mean + noise * q_var.sqrt()
+        return mean + noise_scale * noise * q_var.sqrt()
 
     def decode_mean(self, z: Tensor) -> Tensor:
         """Mean observation from z via a = H z. Args: z ``(..., Dz)``. Returns ``(..., *obs_shape)``."""
