@@ -1,4 +1,4 @@
-"""The learned dynamics as a Gymnasium environment (DESIGN §7, paper §6.4).
+"""The learned dynamics as a Gymnasium environment (paper §6.4; README, "The learned dynamics as Gymnasium environments").
 
 :class:`LatentDynamics` is the pure, batched, differentiable core — ``initial``, ``transition``,
 ``reward`` as functions of tensors — that a policy optimiser calls directly (gradients flow

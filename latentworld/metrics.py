@@ -1,4 +1,4 @@
-"""Evaluation metrics (paper §6.2, DESIGN §6).
+"""Evaluation metrics (paper §6.2; the protocol is in the README, "Train and evaluate the EKVAE").
 
 - R²: OLS with intercept from the smoothed posterior mean z_t (all t, encoder means as
   pseudo-observations) to each true state variable, fitted on the training split and reported

@@ -126,7 +126,7 @@ def main() -> int:
         f"# Pendulum (16×16 images): VHP-EKVAE (CO) vs EKVAE (annealing)\n\n`{command}` — seed 0, {machine}.\n\n"
         f"```\n{format_table(metric_rows)}\n```\n\n{timing}\n\n"
         "ELBO: ours uses a Bernoulli decoder, the paper a Gaussian one, so the ELBO columns are not comparable.\n"
-        "MSE: per pixel, intensities in [0, 1]; smoothed = z1 | x1:5, filtered = z5 | x1:5 (DESIGN §6).\n\n"
+        "MSE: per pixel, intensities in [0, 1]; smoothed = z1 | x1:5, filtered = z5 | x1:5.\n\n"
         "![R² vs wall time](pendulum_r2_vs_time.png)\n![latent space](pendulum_latent_space.png)\n"
         "![predictions](pendulum_predictions.png)\n![training curves](pendulum_training_curves.png)\n")
     print(format_table(metric_rows))

@@ -1,4 +1,4 @@
-"""The extended Kalman VAE (paper §4, DESIGN §3).
+"""The extended Kalman VAE (paper §4).
 
 Generative model (z ∈ R^Dz, a ∈ R^Da, u ∈ R^Du):
 
@@ -14,7 +14,7 @@ extended Kalman smoother in z whose prediction step uses F, B, Q at the filtered
 
 The filter's initial belief must be Gaussian but the VHP is not: the filter starts from a
 learned Gaussian N(m_0, diag s_0) (initialised to N(0, I)) and the VHP enters the rate
-through Eq. 18 at a sample of the smoothed z_1 — as DESIGN §3 prescribes.
+through Eq. 18 at a sample of the smoothed z_1 (README, "Choices").
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class EKVAE(nn.Module):
     # ----- prediction and online filtering
     @torch.no_grad()
     def predict(self, x: Tensor, u: Tensor, n_condition: int = 5, mode: str = "smoothed") -> Tensor:
-        """Open-loop prediction (DESIGN §6): condition on the first ``n_condition`` frames, then roll
+        """Open-loop prediction (the README's metrics protocol): condition on the first ``n_condition`` frames, then roll
         the transition mean forward with the true actions and decode the mean observation.
 
         ``"smoothed"``: z_1 ~ smoothed q(z_1 | x_{1:n}, u_{1:n-1}), frames 1..T are predicted.
