@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from agents.policy import MLPPolicy
 from agents.problem import LatentProblem, rollout_return
+from agents.settings import check_counts
 
 
 @dataclass
@@ -46,10 +47,7 @@ class JOmegaConfig:
     """Seed of the policy initialisation and of the start-state draws."""
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "horizon", "batch_size", "hidden", "validate_every", "validation_horizon"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_counts(self)
         if self.horizon < 2 or self.validation_horizon < 2:
             raise ValueError("horizon and validation_horizon must be >= 2 (J sums rewards r_2..r_H)")
         if not (self.lr > 0 and self.grad_clip > 0):

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from agents.problem import LatentProblem
+from agents.settings import check_counts
 
 
 @dataclass
@@ -35,10 +36,7 @@ class MPCConfig:
     """Seed of the planner's sampling stream."""
 
     def __post_init__(self) -> None:
-        for name in ("plan_horizon", "samples", "elites", "iterations"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_counts(self)
         if not 2 <= self.elites <= self.samples:
             raise ValueError(f"elites must lie in [2, samples={self.samples}] (a spread needs two), got {self.elites}")
         if not self.init_std > 0:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from agents.problem import LatentProblem
 from agents.sb3_env import SB3LatentVecEnv
+from agents.settings import check_counts
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
 # Runs that learned the swing-up (tuned on real seeds 100-109), about 2.5 (PPO) and 5.5 (SAC) minutes on one
@@ -62,13 +63,7 @@ class SB3Config:
     def __post_init__(self) -> None:
         if not (0 < self.gamma <= 1 and self.learning_rate > 0):
             raise ValueError(f"gamma must lie in (0, 1] and learning_rate be > 0, got {self.gamma}, {self.learning_rate}")
-        for name in ("timesteps", "num_envs", "episode_horizon", "validate_every", "validation_horizon",
-                     "gradient_steps", "n_steps", "batch_size"):
-            value = getattr(self, name)
-            if value is None and name in ("timesteps", "validate_every", "batch_size"):
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_counts(self)
 
 
 class SB3Actor(nn.Module):

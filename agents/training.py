@@ -18,26 +18,7 @@ from agents.saved_policy import (
     read_policy_meta,
     save_policy,
 )
-
-
-def apply_overrides(config_class: type, pairs: list[str], **fixed: Any) -> Any:
-    """Build ``config_class`` from ``KEY=VALUE`` strings (numbers as in Python: ``1e-3``, ``800``)."""
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    values: dict[str, Any] = dict(fixed)
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
-        if key not in fields:
-            raise ValueError(f"--set {key}: unknown option; known: {', '.join(fields)}")
-        if key in fixed:
-            raise ValueError(f"--set {key}: set it with --{key} instead")
-        integer = "int" in str(fields[key].type)
-        try:
-            values[key] = int(text) if integer else float(text)
-        except ValueError:
-            raise ValueError(f"--set {key}={text}: expected {'an integer' if integer else 'a number'}") from None
-    return config_class(**values)
+from agents.settings import apply_overrides
 
 
 def initial_weights(policy_dir: str | Path, problem: LatentProblem, hidden: int) -> dict[str, torch.Tensor]:
