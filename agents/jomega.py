@@ -20,34 +20,34 @@ from tqdm import tqdm
 
 from agents.policy import MLPPolicy
 from agents.problem import LatentProblem, rollout_return
-from agents.settings import check_counts
+from latentworld.settings import check_settings, setting
 
 
 @dataclass
 class JOmegaConfig:
     """Settings of the J(ω) optimiser."""
 
-    iterations: int = 600
+    iterations: int = setting(600, low=1)
     """Adam steps."""
-    horizon: int = 40
+    horizon: int = setting(40, low=1)
     """H, the planning horizon of each training rollout (steps of the model, 0.08 s each on the pendulum)."""
-    batch_size: int = 256
+    batch_size: int = setting(256, low=1)
     """Start states per iteration."""
-    lr: float = 1e-2
+    lr: float = setting(1e-2, low=0, low_open=True)
     """Adam learning rate."""
-    hidden: int = 64
+    hidden: int = setting(64, low=1)
     """Width of the policy's two hidden layers."""
-    grad_clip: float = 10.0
+    grad_clip: float = setting(10.0, low=0, low_open=True)
     """Gradient-norm clip (back-propagation through long horizons can spike)."""
-    validate_every: int = 25
+    validate_every: int = setting(25, low=1)
     """Iterations between validations (the best validated snapshot is kept)."""
-    validation_horizon: int = 60
+    validation_horizon: int = setting(60, low=1)
     """Steps of each validation rollout."""
-    seed: int = 0
+    seed: int = setting(0, low=0)
     """Seed of the policy initialisation and of the start-state draws."""
 
     def __post_init__(self) -> None:
-        check_counts(self)
+        check_settings(self)
         if self.horizon < 2 or self.validation_horizon < 2:
             raise ValueError("horizon and validation_horizon must be >= 2 (J sums rewards r_2..r_H)")
         if not (self.lr > 0 and self.grad_clip > 0):

@@ -15,30 +15,31 @@ import torch
 from torch import Tensor
 
 from agents.problem import LatentProblem
-from agents.settings import check_counts
+from latentworld.errors import ConfigError
+from latentworld.settings import check_settings, setting
 
 
 @dataclass
 class MPCConfig:
     """Settings of the CEM planner."""
 
-    plan_horizon: int = 30
+    plan_horizon: int = setting(30, low=1)
     """P, steps of each planned action sequence."""
-    samples: int = 256
+    samples: int = setting(256, low=1)
     """Action sequences evaluated per CEM round."""
-    elites: int = 32
+    elites: int = setting(32, low=2)
     """Best sequences the Gaussian is refitted to."""
-    iterations: int = 4
+    iterations: int = setting(4, low=1)
     """CEM rounds per control step."""
-    init_std: float = 0.75
+    init_std: float = setting(0.75, low=0, low_open=True)
     """Initial standard deviation of the sampled actions, as a fraction of the action range's half-width."""
-    seed: int = 0
+    seed: int = setting(0, low=0)
     """Seed of the planner's sampling stream."""
 
     def __post_init__(self) -> None:
-        check_counts(self)
+        check_settings(self)
         if not 2 <= self.elites <= self.samples:
-            raise ValueError(f"elites must lie in [2, samples={self.samples}] (a spread needs two), got {self.elites}")
+            raise ConfigError(f"elites must lie in [2, samples={self.samples}] (a spread needs two), got {self.elites}")
         if not self.init_std > 0:
             raise ValueError(f"init_std must be > 0, got {self.init_std}")
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from agents.problem import LatentProblem
 from agents.sb3_env import SB3LatentVecEnv
-from agents.settings import check_counts
+from latentworld.settings import check_settings, setting
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
 # Runs that learned the swing-up (tuned on real seeds 100-109), about 2.5 (PPO) and 5.5 (SAC) minutes on one
@@ -37,33 +37,31 @@ METHOD_DEFAULTS = {"ppo": {"timesteps": 4_000_000, "batch_size": 2048}, "sac": {
 class SB3Config:
     """Settings of an SB3 run on the latent env."""
 
-    timesteps: int | None = None
+    timesteps: int | None = setting(None, low=1)
     """Total latent env steps; None = the method's default (:data:`METHOD_DEFAULTS`)."""
-    num_envs: int = 256
+    num_envs: int = setting(256, low=1)
     """Latent envs stepped together (one tensor batch)."""
-    episode_horizon: int = 100
+    episode_horizon: int = setting(100, low=1)
     """Steps per latent episode."""
-    validate_every: int | None = None
+    validate_every: int | None = setting(None, low=1)
     """Env steps between validations (the best validated snapshot is kept); None = 1/30 of the run."""
-    validation_horizon: int = 60
+    validation_horizon: int = setting(60, low=1)
     """Steps of each validation rollout (as J(ω)'s)."""
-    gradient_steps: int = 4
+    gradient_steps: int = setting(4, low=1)
     """SAC only: gradient steps per vector step."""
-    n_steps: int = 128
+    n_steps: int = setting(128, low=1)
     """PPO only: steps per env between updates (a rollout is n_steps × num_envs transitions)."""
-    gamma: float = 0.98
+    gamma: float = setting(0.98, low=0, low_open=True, high=1)
     """Discount; 0.98 weighs about 50 steps (4 s on the pendulum), the time a swing-up takes."""
-    learning_rate: float = 3e-4
+    learning_rate: float = setting(3e-4, low=0, low_open=True)
     """Adam learning rate."""
-    batch_size: int | None = None
+    batch_size: int | None = setting(None, low=1)
     """Minibatch size of each gradient step; None = the method's default (:data:`METHOD_DEFAULTS`)."""
-    seed: int = 0
+    seed: int = setting(0, low=0)
     """Seed of the algorithm and the env stream."""
 
     def __post_init__(self) -> None:
-        if not (0 < self.gamma <= 1 and self.learning_rate > 0):
-            raise ValueError(f"gamma must lie in (0, 1] and learning_rate be > 0, got {self.gamma}, {self.learning_rate}")
-        check_counts(self)
+        check_settings(self)
 
 
 class SB3Actor(nn.Module):

@@ -1,46 +1,31 @@
-"""Settings of the policy optimisers: typed dataclasses checked on construction, built from ``--set``.
+"""``--set KEY=VALUE`` overrides of a policy optimiser's settings.
 
-Every integer field except ``seed`` is a count (iterations, steps, sizes) and must be >= 1; a field
-that may be ``None`` means "the method's default". :func:`check_counts` reads this from the
-annotations, so a new setting is checked by declaring it.
+The settings classes declare their types and ranges with :func:`latentworld.settings.setting`, so
+an override is read and checked exactly as a training config's field is (``1e-3`` and ``800`` as
+numbers, a fractional count or a value outside its range refused with one error naming the key).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+import yaml
 
-def integer_field(field: dataclasses.Field) -> bool:
-    """True for a field annotated ``int`` or ``int | None`` (annotations are strings here)."""
-    return str(field.type).split(" ")[0] == "int"
-
-
-def check_counts(config: Any) -> None:
-    """Raise one ``ValueError`` naming the first integer setting (``seed`` aside) that is not an integer >= 1."""
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if field.name == "seed" or not integer_field(field) or (value is None and "None" in str(field.type)):
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{field.name} must be an integer >= 1, got {value!r}")
+from latentworld.errors import ConfigError
+from latentworld.settings import from_mapping
 
 
 def apply_overrides(config_class: type, pairs: list[str], **fixed: Any) -> Any:
-    """Build ``config_class`` from ``KEY=VALUE`` strings (numbers as in Python: ``1e-3``, ``800``)."""
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    """Build ``config_class`` from ``KEY=VALUE`` strings; ``fixed`` values have their own CLI option."""
     values: dict[str, Any] = dict(fixed)
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
-        if key not in fields:
-            raise ValueError(f"--set {key}: unknown option; known: {', '.join(fields)}")
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
         if key in fixed:
-            raise ValueError(f"--set {key}: set it with --{key} instead")
-        integer = integer_field(fields[key])
+            raise ConfigError(f"--set {key}: set it with --{key} instead")
         try:
-            values[key] = int(text) if integer else float(text)
-        except ValueError:
-            raise ValueError(f"--set {key}={text}: expected {'an integer' if integer else 'a number'}") from None
-    return config_class(**values)
+            values[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML") from None
+    return from_mapping(config_class, values, "--set")

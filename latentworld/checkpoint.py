@@ -1,17 +1,22 @@
-"""Checkpoint directories: ``config.yaml`` (resolved config), ``model.pt`` (a state_dict that loads
-with ``weights_only=True``), ``meta.json`` (model class, dims, data set, env id, git commit,
-training step) and, for resuming, ``trainer_state.pt`` (model, optimiser and schedule state in
-one file, so a resume never mixes two steps).
+"""Checkpoints: a directory holding ``config.yaml`` (the resolved config), ``model.pt`` (a
+state_dict that loads with ``weights_only=True``), ``meta.json`` (model class, dims, data set, env
+id, git commit, training step, and the SHA-256 of every other file) and, in a training run,
+``trainer_state.pt`` (model, optimiser and schedule state in one file, for ``--resume``).
 
-Every file is written to a temporary name and renamed into place, so killing a save never
-leaves a broken file behind.
+A training run keeps its checkpoint in ``RUN/checkpoint/``. Each save writes a complete new
+directory (``meta.json`` last) and renames it into place, so a kill at any moment leaves either
+the old or the new checkpoint, never a mix; :func:`repair_checkpoint` finishes or drops an
+interrupted save. Loading checks every file against the hashes in ``meta.json``, so a corrupted
+or swapped file is refused instead of evaluated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,21 +25,26 @@ import torch
 import yaml
 
 from latentworld.config import TrainConfig, config_from_dict, config_to_dict
-from latentworld.fileio import atomic_write_bytes
+from latentworld.errors import CheckpointError, ConfigError
+from latentworld.fileio import fsync_dir, write_synced
 from latentworld.models import MODELS
 
 CONFIG_FILE, MODEL_FILE, META_FILE, TRAINER_FILE = "config.yaml", "model.pt", "meta.json", "trainer_state.pt"
+CHECKPOINT_DIR = "checkpoint"
+RUN_CONFIG_FILE = "run_config.yaml"  # marks a training run directory (see latentworld.train)
+NEW_CHECKPOINT_DIR, OLD_CHECKPOINT_DIR = ".checkpoint.new", ".checkpoint.old"  # only during a save
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, incomplete, corrupt or of another model kind."""
+__all__ = ["CheckpointError", "load_model", "resolve_checkpoint", "save_checkpoint"]
 
 
 def _torch_bytes(obj: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def git_commit() -> str | None:
@@ -48,20 +58,58 @@ def git_commit() -> str | None:
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, config: TrainConfig, meta: dict[str, Any],
-                    trainer_state: dict[str, Any] | None = None) -> None:
-    """Write (or refresh) the checkpoint files of ``run_dir``. ``trainer_state`` first, meta last."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+                    trainer_state: dict[str, Any] | None = None) -> Path:
+    """Write ``run_dir/checkpoint`` as one unit: a complete new directory renamed into place.
+
+    Returns:
+        The checkpoint directory.
+    """
+    new, old, final = run_dir / NEW_CHECKPOINT_DIR, run_dir / OLD_CHECKPOINT_DIR, run_dir / CHECKPOINT_DIR
+    repair_checkpoint(run_dir)
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    files = {MODEL_FILE: _torch_bytes(state),
+             CONFIG_FILE: yaml.safe_dump(config_to_dict(config), sort_keys=False).encode()}
     if trainer_state is not None:
-        atomic_write_bytes(run_dir / TRAINER_FILE, _torch_bytes({**trainer_state, "model": state}))
-    atomic_write_bytes(run_dir / MODEL_FILE, _torch_bytes(state))
-    atomic_write_bytes(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
-    atomic_write_bytes(run_dir / META_FILE, json.dumps(meta, indent=2).encode())
+        files[TRAINER_FILE] = _torch_bytes({**trainer_state, "model": state})
+    new.mkdir(parents=True)
+    for name, data in files.items():
+        write_synced(new / name, data)
+    manifest = {**meta, "sha256": {name: sha256(data) for name, data in files.items()}}
+    write_synced(new / META_FILE, json.dumps(manifest, indent=2).encode())  # last: marks the directory complete
+    fsync_dir(new)
+    replacing = final.exists()
+    if replacing:
+        os.replace(final, old)
+    os.replace(new, final)
+    fsync_dir(run_dir)
+    if replacing:
+        shutil.rmtree(old)
+    return final
+
+
+def _complete(directory: Path) -> bool:
+    try:
+        verify_files(directory, read_meta(directory))
+    except CheckpointError:
+        return False
+    return True
+
+
+def repair_checkpoint(run_dir: Path) -> None:
+    """Finish or drop a save that was interrupted (see :func:`save_checkpoint`); a no-op otherwise."""
+    new, old, final = run_dir / NEW_CHECKPOINT_DIR, run_dir / OLD_CHECKPOINT_DIR, run_dir / CHECKPOINT_DIR
+    if new.exists() and not final.exists() and _complete(new):
+        os.replace(new, final)  # killed between the two renames: the new checkpoint was complete
+    if old.exists() and not final.exists():
+        os.replace(old, final)
+    for leftover in (new, old):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
-    """A checkpoint directory: ``path`` itself, ``path``'s folder if a ``model.pt`` is named, or a
-    shipped pretrained checkpoint by name (e.g. ``"pendulum_ekvae"``)."""
+    """A checkpoint directory from ``path``: a checkpoint directory itself, a training run (its
+    ``checkpoint/``), a ``model.pt`` file (its folder), or a shipped pretrained name (e.g.
+    ``"pendulum_ekvae"``). While a save is being renamed into place, the previous checkpoint."""
     if path is None:
         raise CheckpointError("no checkpoint given")
     candidate = Path(path)
@@ -73,17 +121,58 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not candidate.is_dir():
         raise CheckpointError(f"checkpoint {path} is not a directory (expected config.yaml, model.pt, meta.json)")
+    for inner in (candidate, candidate / CHECKPOINT_DIR, candidate / OLD_CHECKPOINT_DIR):
+        if (inner / META_FILE).is_file():
+            candidate = inner
+            break
+    else:
+        if (candidate / RUN_CONFIG_FILE).exists():
+            raise CheckpointError(f"training run {path} has no checkpoint yet (it stopped before its first save); "
+                                  "continue it with `latentworld train --resume`")
     missing = [name for name in (CONFIG_FILE, MODEL_FILE, META_FILE) if not (candidate / name).exists()]
     if missing:
-        raise CheckpointError(f"checkpoint {candidate} lacks {missing}")
+        raise CheckpointError(f"checkpoint {candidate} lacks {', '.join(missing)}")
     return candidate
 
 
-def read_meta(run_dir: Path) -> dict[str, Any]:
+def run_dir_of(checkpoint_dir: Path) -> Path | None:
+    """The training run a checkpoint directory belongs to, or None (a shipped or copied checkpoint)."""
+    return checkpoint_dir.parent if checkpoint_dir.name == CHECKPOINT_DIR else None
+
+
+def read_meta(checkpoint_dir: Path) -> dict[str, Any]:
+    path = checkpoint_dir / META_FILE
     try:
-        return json.loads((run_dir / META_FILE).read_text())
+        meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{run_dir / META_FILE} is corrupt: {err}") from err
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is corrupt: expected a JSON object")
+    return meta
+
+
+def verify_files(checkpoint_dir: Path, meta: dict[str, Any], names: tuple[str, ...] = (CONFIG_FILE, MODEL_FILE)
+                 ) -> None:
+    """Check ``names`` against the SHA-256 recorded in ``meta.json``.
+
+    Raises:
+        CheckpointError: a file is missing, has no recorded hash, or its content differs.
+    """
+    recorded = meta.get("sha256")
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{checkpoint_dir / META_FILE} records no file hashes (written by an older "
+                              "latentworld, or edited); retrain or re-save the checkpoint")
+    for name in names:
+        path = checkpoint_dir / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {checkpoint_dir} lacks {name}")
+        if name not in recorded:
+            raise CheckpointError(f"{checkpoint_dir / META_FILE} records no hash of {name}")
+        if sha256(path.read_bytes()) != recorded[name]:
+            raise CheckpointError(f"{path} is corrupt: its SHA-256 differs from the one in {META_FILE} "
+                                  "(the file was changed or damaged after saving)")
 
 
 def load_torch(path: Path) -> Any:
@@ -94,31 +183,41 @@ def load_torch(path: Path) -> Any:
         raise CheckpointError(f"{path} is corrupt or not a torch state file: {err}") from err
 
 
+def load_config_file(checkpoint_dir: Path) -> TrainConfig:
+    """The checkpoint's resolved config (its hash checked by the caller)."""
+    path = checkpoint_dir / CONFIG_FILE
+    try:
+        return config_from_dict(yaml.safe_load(path.read_text()), str(path))
+    except (yaml.YAMLError, UnicodeDecodeError, ConfigError) as err:
+        raise CheckpointError(f"{path} is corrupt: {err}") from err
+
+
 def load_model(path: str | os.PathLike, expect_kind: str | None = None
                ) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any]]:
-    """Rebuild a model from a checkpoint directory.
+    """Rebuild a model from a checkpoint, after checking its files against their recorded hashes.
 
     Args:
-        path: checkpoint directory (or its ``model.pt``, or a shipped pretrained name).
+        path: anything :func:`resolve_checkpoint` accepts.
         expect_kind: if given, the model class the checkpoint must hold (e.g. ``"ekvae"``).
 
     Returns:
         The model in eval mode, its resolved config and its meta dictionary.
     """
-    run_dir = resolve_checkpoint(path)
-    meta = read_meta(run_dir)
+    checkpoint_dir = resolve_checkpoint(path)
+    meta = read_meta(checkpoint_dir)
     kind = meta.get("model_class")
     if kind not in MODELS:
-        raise CheckpointError(f"{run_dir} holds an unknown model class {kind!r}; known: {sorted(MODELS)}")
+        raise CheckpointError(f"{checkpoint_dir} holds an unknown model class {kind!r}; known: {sorted(MODELS)}")
     if expect_kind is not None and kind != expect_kind:
-        raise CheckpointError(f"{run_dir} holds a {kind!r} model, expected {expect_kind!r}")
+        raise CheckpointError(f"{checkpoint_dir} holds a {kind!r} model, expected {expect_kind!r}")
+    verify_files(checkpoint_dir, meta)
+    config = load_config_file(checkpoint_dir)
     try:
-        config = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()))
-    except (yaml.YAMLError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE} is corrupt: {err}") from err
-    model = MODELS[kind](config.model, tuple(meta["obs_shape"]), int(meta["dim_u"]))
+        model = MODELS[kind](config.model, tuple(meta["obs_shape"]), int(meta["dim_u"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint_dir / META_FILE} is corrupt: {err!r}") from err
     try:
-        model.load_state_dict(load_torch(run_dir / MODEL_FILE))
+        model.load_state_dict(load_torch(checkpoint_dir / MODEL_FILE))
     except RuntimeError as err:
-        raise CheckpointError(f"{run_dir / MODEL_FILE} does not match its config: {err}") from err
+        raise CheckpointError(f"{checkpoint_dir / MODEL_FILE} does not match its config: {err}") from err
     return model.eval(), config, meta

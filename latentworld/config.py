@@ -3,6 +3,8 @@
 A preset may name another with ``base: other.yaml`` (resolved relative to the preset) and
 override any field; command-line ``--set section.field=value`` overrides come last. The
 resolved configuration is written into every run directory.
+Every value is type- and range-checked when a config is built (see ``latentworld.settings``):
+a mistake raises one :class:`~latentworld.errors.ConfigError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -14,99 +16,106 @@ from typing import Any
 
 import yaml
 
+from latentworld.errors import ConfigError
+from latentworld.settings import check_settings, from_mapping, setting
+
 
 @dataclass
 class ModelConfig:
     """The EKVAE's sizes and options."""
 
-    dim_z: int = 3
+    dim_z: int = setting(3, low=1)
     """Size of the latent state z (position dims first, then velocity dims)."""
-    dim_a: int = 2
+    dim_a: int = setting(2, low=1)
     """Size of the auxiliary variable a = H z + noise (the position part of z)."""
-    num_bases: int = 16
+    num_bases: int = setting(16, low=1)
     """M, the number of base matrices F, B, Q mixed by softmax(g(z, u))."""
-    mixer_hidden: int = 64
+    mixer_hidden: int = setting(64, low=1)
     """Width of the MLP g(z, u) that predicts the mixing weights."""
-    obs_kind: str = "image"
+    obs_kind: str = setting("image", choices=("image", "image_conv", "vector"))
     """Observation networks: "image" (MLP, small grayscale), "image_conv" (64×64 RGB) or "vector"."""
-    hidden: int = 256
+    hidden: int = setting(256, low=1)
     """Width of the encoder/decoder hidden layers."""
-    prior: str = "vhp"
+    prior: str = setting("vhp", choices=("vhp", "normal"))
     """Initial-state prior: "vhp" (variational hierarchical prior) or "normal" (ablation)."""
     learn_h: bool = False
     """Learn H instead of the rectangular identity (disables the position/velocity split)."""
-    inference: str = "smoother"
+    inference: str = setting("smoother", choices=("smoother", "filter"))
     """Recognition model: "smoother" (paper §4) or "filter" (App. A.6)."""
-    init_process_logvar: float = -5.0
+    init_process_logvar: float = setting(-5.0, low=-20, high=5)
     """Initial log-variance of the process noise Q."""
-    init_obs_logvar: float = -4.0
+    init_obs_logvar: float = setting(-4.0, low=-20, high=5)
     """Initial log-variance of the pseudo-observation noise R."""
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.dim_a > self.dim_z:
+            raise ConfigError(f"dim_a ({self.dim_a}) must not exceed dim_z ({self.dim_z}): a = H z is part of z")
 
 
 @dataclass
 class ScheduleConfig:
     """Weighting of distortion and rate: REWO (constrained optimisation) or KL annealing."""
 
-    kind: str = "rewo"
+    kind: str = setting("rewo", choices=("rewo", "annealing"))
     """"rewo" (paper Alg. 1) or "annealing" (beta from beta0 to 1)."""
-    d0: float | None = None
+    d0: float | None = setting(None)
     """Distortion bound per time step and observed dimension; None = calibrate (see rewo.py)."""
-    d0_margin: float = 0.1
+    d0_margin: float = setting(0.1, low=0)
     """Margin of the D0 heuristic: D0 = D_vae + margin × |D_vae| (D_vae: distortion after calibration)."""
-    calibration_steps: int = 1500
+    calibration_steps: int = setting(1500, low=0)
     """Encoder/decoder-only iterations before D0 is calibrated (when d0 is None)."""
-    alpha: float = 0.99
+    alpha: float = setting(0.99, low=0, high=1, high_open=True)
     """EMA factor of the distortion."""
-    nu: float = 1.0
+    nu: float = setting(1.0, low=0, low_open=True)
     """Step size of the lambda update."""
-    tau1: float = 1.0
+    tau1: float = setting(1.0, low=0, low_open=True)
     """Slope of lambda's decay once the constraint holds."""
-    tau2: float = 1.0
+    tau2: float = setting(1.0, low=0, low_open=True)
     """Slope of lambda's growth while the constraint is violated."""
-    lambda_max: float = 1e4
+    lambda_max: float = setting(1e4, low=1)
     """Lambda is kept in [1/lambda_max, lambda_max] (a numerical guard, see rewo.py)."""
-    beta0: float = 0.01
+    beta0: float = setting(0.01, low=0, high=1)
     """Annealing: starting rate weight."""
-    anneal_steps: int = 3000
+    anneal_steps: int = setting(3000, low=1)
     """Annealing: iterations until beta reaches 1."""
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
 class TrainConfig:
     """One training run: data, model, schedule and optimiser."""
 
-    data: str = "data/pendulum.npz"
+    data: str = setting("data/pendulum.npz")
     """Path of the data set (.npz written by `python -m envs.generate`)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    steps: int = 8000
+    steps: int = setting(8000, low=1)
     """Optimiser iterations."""
-    batch_size: int = 64
+    batch_size: int = setting(64, low=1)
     """Sequences per batch."""
-    lr: float = 1e-3
+    lr: float = setting(1e-3, low=0, low_open=True)
     """Adam learning rate."""
-    lr_final_fraction: float = 0.1
+    lr_final_fraction: float = setting(0.1, low=0, high=1)
     """The learning rate decays (cosine) to this fraction of lr by the last step."""
-    grad_clip: float = 100.0
+    grad_clip: float = setting(100.0, low=0, low_open=True)
     """Gradient-norm clip."""
-    seed: int = 0
+    seed: int = setting(0, low=0)
     """Seed of the model initialisation and the batch order."""
-    eval_every: int = 500
+    eval_every: int = setting(500, low=1)
     """Iterations between validation R² / checkpoint."""
-    threads: int = 2
+    threads: int = setting(2, low=1)
     """torch CPU threads."""
 
-
-def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        sub = {"model": ModelConfig, "schedule": ScheduleConfig}.get(name) if cls is TrainConfig else None
-        kwargs[name] = _from_dict(sub, value or {}, f"{where}.{name}") if sub else value
-    return cls(**kwargs)
+    def __post_init__(self) -> None:
+        check_settings(self)
+        s = self.schedule
+        if s.kind == "rewo" and s.d0 is None and s.calibration_steps >= self.steps:
+            raise ConfigError(f"schedule.calibration_steps ({s.calibration_steps}) must be below steps "
+                              f"({self.steps}): REWO would never leave its initial phase and the dynamics "
+                              "would stay untrained; lower schedule.calibration_steps or set schedule.d0")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -118,26 +127,32 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    values = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(values, dict):
-        raise TypeError(f"{path}: a config must be a YAML mapping")
+        raise ConfigError(f"{path}: a config must be a YAML mapping of settings")
     base = values.pop("base", None)
-    return _merge(_read_yaml(path.parent / base), values) if base else values
+    return _merge(_read_yaml(path.parent / str(base)), values) if base else values
 
 
 def parse_override(text: str) -> dict[str, Any]:
     """``"model.dim_z=5"`` → ``{"model": {"dim_z": 5}}`` (the value parsed as YAML)."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r} must look like section.field=value")
-    key, value = text.split("=", 1)
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {text!r}: expected section.field=value, e.g. model.dim_z=5")
     nested: dict[str, Any] = {}
     cursor = nested
-    parts = key.strip().split(".")
     for part in parts[:-1]:
         cursor = cursor.setdefault(part, {})
-    cursor[parts[-1]] = yaml.safe_load(value)
+    try:
+        cursor[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
     return nested
 
 
@@ -146,12 +161,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     values = _read_yaml(Path(path)) if path else {}
     for text in overrides:
         values = _merge(values, parse_override(text))
-    return _from_dict(TrainConfig, values, str(path or "config"))
+    source = f"{path or 'default config'}{' with --set' if overrides else ''}"
+    return config_from_dict(values, source)
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    return _from_dict(TrainConfig, values, "config")
+def config_from_dict(values: Any, source: str = "config") -> TrainConfig:
+    """A checked :class:`TrainConfig` from nested dictionaries; ``source`` names them in errors."""
+    return from_mapping(TrainConfig, values, source, {"model": ModelConfig, "schedule": ScheduleConfig})

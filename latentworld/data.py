@@ -28,15 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentworld.errors import DatasetError
 from latentworld.fileio import atomic_target
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("obs", "actions", "states", "train_indices", "test_indices", "metadata")
 REQUIRED_METADATA = ("env_id", "obs_type", "seed", "action_repeat", "state_names", "angle_state_dims")
-
-
-class DatasetError(ValueError):
-    """A data-set file is missing, corrupt, or does not match what was asked for."""
 
 
 @dataclass
@@ -61,6 +58,13 @@ class SequenceDataset:
     @property
     def is_image(self) -> bool:
         return self.metadata["obs_type"] == "image"
+
+    def check_fits(self, obs_shape: tuple[int, ...], dim_u: int, source: str, model: str) -> None:
+        """Raise :class:`DatasetError` unless the frames are ``obs_shape`` and the actions ``dim_u`` wide."""
+        have = tuple(self.obs.shape[2:])
+        if have != tuple(obs_shape) or self.actions.shape[-1] != dim_u:
+            raise DatasetError(f"{source} does not fit {model}: observations {have} and {self.actions.shape[-1]} "
+                               f"action dim(s), the model takes {tuple(obs_shape)} and {dim_u}")
 
 
 def save_dataset(
@@ -133,6 +137,11 @@ def load_dataset(
     if split not in ("train", "test", "all"):
         raise DatasetError(f"unknown split {split!r}; use 'train', 'test' or 'all'")
     npz = _open(path)
+    missing = [key for key in REQUIRED_KEYS if key not in npz.files]
+    if missing:
+        npz.close()
+        raise DatasetError(f"{path} lacks arrays {missing} (has {sorted(npz.files)}); it is not a data set written "
+                           "by `python -m envs.generate`")
     try:
         arrays = {key: npz[key] for key in REQUIRED_KEYS}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
@@ -165,6 +174,8 @@ def load_dataset(
 def _open(path: Path) -> Any:
     if not path.exists():
         raise DatasetError(f"data set {path} does not exist; generate it with `python -m envs.generate`")
+    if not path.is_file():
+        raise DatasetError(f"data set {path} is not a file")
     try:
         return np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
@@ -176,6 +187,8 @@ def _parse_metadata(raw: np.ndarray, path: Path) -> dict[str, Any]:
         metadata = json.loads(str(raw))
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path} has unreadable metadata ({err})") from err
+    if not isinstance(metadata, dict):
+        raise DatasetError(f"{path}: metadata must be a JSON object")
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
         raise DatasetError(f"{path} metadata lacks {missing}")
@@ -205,7 +218,21 @@ def _validate(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
     if states.shape[-1] != len(metadata["state_names"]):
         raise DatasetError(f"{path}: states have {states.shape[-1]} columns but metadata names "
                            f"{len(metadata['state_names'])}")
-    split = np.concatenate([arrays["train_indices"], arrays["test_indices"]])
-    if np.sort(split).tolist() != list(range(n)):
+    if t < 2:
+        raise DatasetError(f"{path}: sequences need at least 2 frames, got {t}")
+    train, test = arrays["train_indices"], arrays["test_indices"]
+    if not (np.issubdtype(train.dtype, np.integer) and np.issubdtype(test.dtype, np.integer)):
+        raise DatasetError(f"{path}: train/test indices must be integers")
+    if len(train) == 0 or len(test) == 0:
+        raise DatasetError(f"{path}: needs at least one train and one test sequence")
+    if np.sort(np.concatenate([train, test])).tolist() != list(range(n)):
         raise DatasetError(f"{path}: train/test indices must be disjoint and cover all {n} sequences")
+    for name in ("obs", "actions", "states"):
+        array = arrays[name]
+        if np.issubdtype(array.dtype, np.floating):
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise DatasetError(f"{path}: {name} holds {bad} NaN or infinite value(s); regenerate the data set")
+        elif name != "obs":
+            raise DatasetError(f"{path}: {name} must be floating point, got {array.dtype}")
     return metadata

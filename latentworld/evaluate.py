@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
-from latentworld.checkpoint import load_model, resolve_checkpoint
+from latentworld.checkpoint import load_model, resolve_checkpoint, run_dir_of
 from latentworld.data import load_dataset
+from latentworld.errors import RunDirError
+from latentworld.fileio import atomic_write_bytes, check_output_dir
 from latentworld.metrics import PAPER_TABLE_1A, evaluate_model, smoothed_means
 from latentworld.plots import (
     plot_angle_predictions,
@@ -20,6 +22,14 @@ from latentworld.plots import (
 from latentworld.train import read_history
 
 EVAL_FILE = "eval.json"
+DEFAULT_EVAL_ROOT = Path("runs") / "evaluate"
+
+
+def default_output_dir(checkpoint_dir: Path) -> Path:
+    """``RUN/eval`` for a training run's checkpoint, else ``runs/evaluate/NAME`` under the working
+    directory (never beside a shipped checkpoint inside the package)."""
+    run_dir = run_dir_of(checkpoint_dir)
+    return run_dir / "eval" if run_dir is not None else DEFAULT_EVAL_ROOT / checkpoint_dir.name
 
 
 def model_label(config_dict: dict[str, Any]) -> str:
@@ -52,25 +62,28 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
     """Compute the metrics of a checkpoint on its data set's test split and write figures.
 
     Args:
-        path: checkpoint directory.
+        path: a checkpoint or training run directory, or a shipped checkpoint's name.
         data: data set to evaluate on (default: the one it was trained on).
-        out_dir: where ``eval.json`` and the PNGs go (default: the checkpoint directory).
+        out_dir: where ``eval.json`` and the PNGs go (default: :func:`default_output_dir`); it must
+            be new, empty or an earlier evaluation output.
         seed: seed of the posterior samples used by the metrics.
 
     Returns:
-        ``{"label", "metrics", "table", "figures"}``.
+        ``{"label", "metrics", "table", "figures", "out"}``.
     """
-    run_dir = resolve_checkpoint(path)
-    model, config, meta = load_model(run_dir)
+    checkpoint_dir = resolve_checkpoint(path)
+    out = check_output_dir(Path(out_dir) if out_dir else default_output_dir(checkpoint_dir), EVAL_FILE, "--out")
+    model, config, meta = load_model(checkpoint_dir)
     data_path = data or config.data
     train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
     test = load_dataset(data_path, "test", expect_env_id=meta["env_id"])
+    for split in (train, test):
+        split.check_fits(model.obs_shape, model.dim_u, data_path, f"the model of {checkpoint_dir}")
     metrics = evaluate_model(model, train, test, seed=seed)
     label = model_label({"model": vars(config.model), "schedule": vars(config.schedule)})
     paper = PAPER_TABLE_1A if meta["env_id"].startswith("dm_control/pendulum") else {}
     table = format_table({f"ours: {label}": metrics, **{f"paper: {k}": v for k, v in paper.items()}})
 
-    out = Path(out_dir) if out_dir else run_dir
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     figures = [plot_latent_space(smoothed_means(model, test), test, out / "latent_space.png")]
@@ -80,10 +93,15 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
                      for mode in ("smoothed", "filtered")}
     plot = plot_predictions if test.is_image else plot_angle_predictions
     figures.append(plot(test.obs[shown], predicted, out / "predictions.png"))
-    history = read_history(run_dir)
+    run_dir = run_dir_of(checkpoint_dir)
+    try:
+        history = read_history(run_dir) if run_dir is not None else []
+    except RunDirError as err:
+        print(f"[evaluate] no training curves: {err}")
+        history = []
     if history:
         figures.append(plot_training_curves(history, out / "training_curves.png"))
-    result = {"label": label, "checkpoint": str(run_dir), "data": data_path, "metrics": metrics,
+    result = {"label": label, "checkpoint": str(checkpoint_dir), "data": data_path, "metrics": metrics,
               "train_seconds": meta.get("train_seconds"), "step": meta.get("step")}
-    (out / EVAL_FILE).write_text(json.dumps(result, indent=2))
-    return {**result, "table": table, "figures": [str(f) for f in figures]}
+    atomic_write_bytes(out / EVAL_FILE, json.dumps(result, indent=2).encode())
+    return {**result, "table": table, "figures": [str(f) for f in figures], "out": str(out)}

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the target's folder, renamed into place on success."""
+"""Crash-safe file writes: a temporary file in the target's folder, renamed into place on success,
+and the checks that an output location may be written before any expensive work starts."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from latentworld.errors import RunDirError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMP_SUFFIX = ".tmp"
+
 
 @contextmanager
-def atomic_target(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_target(path: str | os.PathLike, suffix: str = TEMP_SUFFIX) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``.
 
     A crash or kill inside the block leaves ``path`` as it was (and no partial file under its
-    name). The result gets the usual permissions (0666 less the umask), not mkstemp's 0600.
+    name; a kill -9 leaves the hidden temporary, which :func:`remove_stale_temporaries` clears).
+    The result gets the usual permissions (0666 less the umask), not mkstemp's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,9 +38,65 @@ def atomic_target(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
             os.remove(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
-    with atomic_target(path) as tmp, open(tmp, "wb") as handle:
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file and flush it to disk."""
+    with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+    with atomic_target(path) as tmp:
+        write_synced(tmp, data)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the renames inside ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete the hidden temporaries that killed :func:`atomic_target` writes left in ``directory``."""
+    for leftover in directory.glob(f".*{TEMP_SUFFIX}*"):
+        if leftover.is_file():
+            leftover.unlink()
+
+
+def refuse_package_dir(path: Path, option: str) -> None:
+    """Outputs never go into the installed package (e.g. beside a shipped checkpoint)."""
+    resolved = path.resolve()
+    if resolved == PACKAGE_DIR or PACKAGE_DIR in resolved.parents:
+        raise RunDirError(f"{option} {path} lies inside the latentworld package; choose a folder of your own")
+
+
+def check_writable(directory: Path) -> None:
+    """Raise ``OSError`` unless ``directory`` (or, if it does not exist yet, its nearest existing
+    parent) accepts new files. Creates nothing."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(13, "Permission denied (not writable)", str(existing))
+
+
+def check_output_dir(directory: Path, marker: str, option: str) -> Path:
+    """Check, creating nothing, that ``directory`` may take a command's outputs: new, empty, or an
+    earlier output of the same command (it holds ``marker``). Anything else is refused, so no
+    foreign file is ever replaced."""
+    refuse_package_dir(directory, option)
+    if directory.exists():
+        if not directory.is_dir():
+            raise RunDirError(f"{option} {directory} is a file, not a folder")
+        if any(directory.iterdir()) and not (directory / marker).exists():
+            raise RunDirError(f"{option} {directory} already holds other files (no {marker}); "
+                              "choose a new or empty folder")
+    check_writable(directory)
+    return directory

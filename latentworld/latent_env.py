@@ -24,6 +24,7 @@ from torch import Tensor
 
 from latentworld.checkpoint import MODEL_FILE, CheckpointError, load_model, resolve_checkpoint
 from latentworld.data import load_dataset
+from latentworld.errors import ConfigError, GoalError
 from latentworld.gaussian import mvn_sample
 from latentworld.goals import REWARD_KINDS, load_goal
 from latentworld.metrics import smoothed_means
@@ -71,23 +72,23 @@ class LatentDynamics:
                  posterior_z1: tuple[Tensor, Tensor] | None = None, noise_scale: float = 1.0,
                  initial_states: Tensor | None = None, state_bound: float = DEFAULT_STATE_BOUND) -> None:
         if reward not in REWARD_KINDS:
-            raise ValueError(f"reward must be one of {REWARD_KINDS}, got {reward!r}")
+            raise ConfigError(f"reward must be one of {REWARD_KINDS}, got {reward!r}")
         if initial not in INITIAL_KINDS:
-            raise ValueError(f"initial must be one of {INITIAL_KINDS}, got {initial!r}")
+            raise ConfigError(f"initial must be one of {INITIAL_KINDS}, got {initial!r}")
         if not model.disentangled:
             raise CheckpointError("this checkpoint learns H; rewards need H = rectangular identity "
                                   "(train with model.learn_h=false)")
         if not (np.isfinite(noise_scale) and noise_scale >= 0):
-            raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
+            raise ConfigError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
         if not (np.isfinite(state_bound) and state_bound > 0):
-            raise ValueError(f"state_bound must be a finite number > 0, got {state_bound}")
+            raise ConfigError(f"state_bound must be a finite number > 0, got {state_bound}")
         self.model, self.reward_kind, self.initial_kind = model, reward, initial
         self.posterior_z1 = posterior_z1
         self.noise_scale, self.state_bound = float(noise_scale), float(state_bound)
         self.dim_z, self.dim_a = model.config.dim_z, model.config.dim_a
         self.initial_states = None if initial_states is None else self.bounded(check_states(initial_states, self.dim_z))
         if initial == "given" and self.initial_states is None:
-            raise ValueError("initial='given' needs initial_states, a (K, Dz) array of start states")
+            raise ConfigError("initial='given' needs initial_states, a (K, Dz) array of start states")
         self.reward_dims = slice(0, self.dim_a) if reward == "pos" else slice(self.dim_a, self.dim_z)
 
     def initial(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -124,16 +125,16 @@ class LatentDynamics:
 
 def check_states(states: Any, dim_z: int) -> Tensor:
     """Start states as a float32 ``(K, Dz)`` tensor: from a tensor, an array, nested lists or a ``.npy``
-    path; one clear ``ValueError`` for a missing file, a wrong shape or non-finite values."""
+    path; one clear ``ConfigError`` for a missing file, a wrong shape or non-finite values."""
     if isinstance(states, (str, Path)):
         if not Path(states).is_file():
-            raise ValueError(f"initial_states file {states} does not exist")
+            raise ConfigError(f"initial_states file {states} does not exist")
         states = np.load(states, allow_pickle=False)
     array = torch.as_tensor(np.asarray(states, dtype=np.float32))
     if array.ndim != 2 or array.shape[1] != dim_z or array.shape[0] == 0:
-        raise ValueError(f"initial_states must have shape (K, {dim_z}) with K >= 1, got {tuple(array.shape)}")
+        raise ConfigError(f"initial_states must have shape (K, {dim_z}) with K >= 1, got {tuple(array.shape)}")
     if not torch.isfinite(array).all():
-        raise ValueError("initial_states contain NaN or infinite values")
+        raise ConfigError("initial_states contain NaN or infinite values")
     return array
 
 
@@ -170,7 +171,7 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
                state_bound: float = DEFAULT_STATE_BOUND) -> LatentSetup:
     """Load the checkpoint and resolve goal, initial states and action bounds (see :class:`LatentEnv`)."""
     if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}")
+        raise ConfigError(f"horizon must be >= 1, got {horizon}")
     if model is None and default_model is None:
         raise CheckpointError("no model given and no pretrained checkpoint ships for this env; pass model=PATH")
     if not isinstance(model, (str, Path, type(None))):
@@ -188,7 +189,7 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
             posterior_z1 = (result.smoothed_mean[:, 0], result.smoothed_cov[:, 0])
         if goal_conditioned:
             if reward != "pos":
-                raise ValueError("goal_conditioned mode samples goal positions; use reward='pos'")
+                raise ConfigError("goal_conditioned mode samples goal positions; use reward='pos'")
             goal_pool = smoothed_means(net, train).flatten(0, 1)[:, : config.model.dim_a]
     given = None if initial_states is None else check_states(initial_states, config.model.dim_z)
     core = LatentDynamics(net, reward, initial, posterior_z1, noise_scale, given, state_bound)
@@ -197,7 +198,7 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
         if goal is None:
             default = run_dir / DEFAULT_GOAL_FILE
             if not default.exists():
-                raise ValueError(f"{run_dir} ships no default goal; pass goal= (image path or latent vector)")
+                raise GoalError(f"{run_dir} ships no default goal; pass goal= (image path or latent vector)")
             goal = default
         goal_tensor = load_goal(net, goal, reward)
     low = np.asarray(meta.get("action_low") or [-1.0] * meta["dim_u"], np.float32)

@@ -19,6 +19,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from latentworld.errors import ConfigError
 from latentworld.latent_env import DEFAULT_STATE_BOUND, make_setup, validate_actions
 
 
@@ -32,7 +33,7 @@ class LatentVectorEnv(VectorEnv):
                  goal_conditioned: bool = False, default_model: str | None = None, noise_scale: float = 1.0,
                  initial_states: Any = None, state_bound: float = DEFAULT_STATE_BOUND) -> None:
         if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         self.setup = make_setup(model, goal, reward, horizon, initial, data, goal_conditioned, default_model,
                                 noise_scale, initial_states, state_bound)
         self.num_envs = num_envs

@@ -2,27 +2,49 @@
 
 The loss of one iteration is ``w_R * R + w_D * (D - D0)`` averaged over the batch, with the
 weights from the schedule (``latentworld.rewo``). During REWO's initial phase only the
-observation networks (θ, φ) are stepped; afterwards everything. A run directory holds the
-checkpoint files (``latentworld.checkpoint``), ``history.jsonl`` (one line per logged step)
-and TensorBoard events under ``tb/``.
+observation networks (θ, φ) are stepped; afterwards everything.
+
+A run directory holds ``run_config.yaml`` (the resolved config; it marks the folder as a run of
+that experiment), ``checkpoint/`` (``latentworld.checkpoint``), ``history.jsonl`` (one line per
+logged step, each step exactly once across kills and resumes) and TensorBoard events under
+``tb/``. Training writes nowhere else, and only into a new or empty folder or, with ``--resume``,
+a run of the same config.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from latentworld.checkpoint import TRAINER_FILE, CheckpointError, git_commit, load_torch, save_checkpoint
-from latentworld.config import TrainConfig
+from latentworld.checkpoint import (
+    CHECKPOINT_DIR,
+    RUN_CONFIG_FILE,
+    TRAINER_FILE,
+    git_commit,
+    load_torch,
+    read_meta,
+    repair_checkpoint,
+    save_checkpoint,
+    verify_files,
+)
+from latentworld.config import TrainConfig, config_from_dict, config_to_dict
 from latentworld.data import SequenceDataset, load_dataset
-from latentworld.fileio import atomic_write_bytes
+from latentworld.errors import CheckpointError, ConfigError, DatasetError, RunDirError
+from latentworld.fileio import (
+    atomic_write_bytes,
+    check_writable,
+    refuse_package_dir,
+    remove_stale_temporaries,
+)
 from latentworld.metrics import r2_scores
 from latentworld.models import MODELS
 from latentworld.rewo import KLAnnealing, Rewo
@@ -30,19 +52,41 @@ from latentworld.rewo import KLAnnealing, Rewo
 HISTORY_FILE = "history.jsonl"
 LOG_EVERY = 25
 VALIDATION_SEQUENCES = 256
+IMAGE_OBS_KINDS = ("image", "image_conv")
+RESUMABLE_CHANGES = ("threads",)  # config fields a resumed run may change
 
 
 def make_schedule(config: TrainConfig) -> Rewo | KLAnnealing:
     s = config.schedule
     if s.kind == "rewo":
         return Rewo(s.d0, alpha=s.alpha, nu=s.nu, tau1=s.tau1, tau2=s.tau2, lambda_max=s.lambda_max)
-    if s.kind == "annealing":
-        return KLAnnealing(beta0=s.beta0, steps=s.anneal_steps)
-    raise ValueError(f"unknown schedule {s.kind!r}; use 'rewo' or 'annealing'")
+    return KLAnnealing(beta0=s.beta0, steps=s.anneal_steps)
 
 
 def build_model(config: TrainConfig, data: SequenceDataset, kind: str = "ekvae") -> torch.nn.Module:
-    return MODELS[kind](config.model, tuple(data.obs.shape[2:]), data.actions.shape[-1])
+    """The model for ``data``'s observations, or a :class:`DatasetError` if its networks cannot take them."""
+    obs_kind, obs_shape = config.model.obs_kind, tuple(data.obs.shape[2:])
+    if data.is_image != (obs_kind in IMAGE_OBS_KINDS):
+        fitting = " or ".join(map(repr, IMAGE_OBS_KINDS)) if data.is_image else "'vector'"
+        raise DatasetError(f"{config.data} holds {data.metadata['obs_type']} observations but model.obs_kind is "
+                           f"{obs_kind!r}; use {fitting}")
+    if obs_kind == "image_conv" and (obs_shape[1] % 16 or obs_shape[2] % 16):
+        raise DatasetError(f"{config.data} has {obs_shape[1]}x{obs_shape[2]} frames; model.obs_kind 'image_conv' "
+                           "needs sides divisible by 16 (e.g. 64x64); use 'image' for small frames")
+    return MODELS[kind](config.model, obs_shape, data.actions.shape[-1])
+
+
+def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """``"field: old -> new"`` for every setting that differs (``RESUMABLE_CHANGES`` aside)."""
+    def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    before, after = flat(config_to_dict(old)), flat(config_to_dict(new))
+    return [f"{key}: {before[key]!r} -> {after[key]!r}" for key in before
+            if before[key] != after[key] and key not in RESUMABLE_CHANGES]
 
 
 def model_meta(config: TrainConfig, data: SequenceDataset, kind: str, step: int, extra: dict[str, Any]
@@ -71,12 +115,19 @@ class Trainer:
     Args:
         config: the resolved configuration.
         run_dir: where checkpoints, history and TensorBoard events go.
-        resume: continue from ``run_dir/trainer_state.pt`` (required if the directory already
-            holds a checkpoint, so that nothing is overwritten by accident).
+        resume: continue the run in ``run_dir`` (required if it already holds one, so that nothing
+            is overwritten by accident; its config must equal ``config``). A missing or empty
+            ``run_dir`` starts a new run either way.
+
+    Raises:
+        RunDirError: ``run_dir`` holds other files, or a run that ``resume`` does not allow to continue.
+        DatasetError, CheckpointError: the data do not fit, or the checkpoint to resume is corrupt.
     """
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
         self.config, self.run_dir = config, Path(run_dir)
+        continuing = self._check_run_dir(resume)  # before any expensive work; writes nothing
+        check_writable(self.run_dir)
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.train_data = load_dataset(config.data, "train")
@@ -87,15 +138,47 @@ class Trainer:
         self.schedule = make_schedule(config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step, self.elapsed = 0, 0.0
-        has_checkpoint = (self.run_dir / TRAINER_FILE).exists()
-        if has_checkpoint and not resume:
-            raise FileExistsError(f"{self.run_dir} already holds a checkpoint; pass --resume to continue it "
-                                  "or choose another --run-dir")
-        if resume and has_checkpoint:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if continuing:
+            repair_checkpoint(self.run_dir)
+            remove_stale_temporaries(self.run_dir)
+        if continuing and (self.run_dir / CHECKPOINT_DIR).exists():
             self._load_state()
+        else:  # a new run, or one killed before its first checkpoint: its logs start over
+            (self.run_dir / HISTORY_FILE).unlink(missing_ok=True)
+            shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
+            atomic_write_bytes(self.run_dir / RUN_CONFIG_FILE,
+                               yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
+
+    def _check_run_dir(self, resume: bool) -> bool:
+        """True if ``run_dir`` holds a run to continue; raise if it may not be written."""
+        run_dir = self.run_dir
+        refuse_package_dir(run_dir, "--run-dir")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunDirError(f"--run-dir {run_dir} is a file, not a folder")
+        if not run_dir.exists() or not any(run_dir.iterdir()):
+            return False
+        marker = run_dir / RUN_CONFIG_FILE
+        if not marker.is_file():
+            raise RunDirError(f"--run-dir {run_dir} already holds files and is not a training run (no "
+                              f"{RUN_CONFIG_FILE}); choose a new or empty folder")
+        if not resume:
+            raise RunDirError(f"--run-dir {run_dir} already holds a training run; pass --resume to continue it, "
+                              "or choose another --run-dir")
+        try:
+            previous = config_from_dict(yaml.safe_load(marker.read_text()), str(marker))
+        except (yaml.YAMLError, UnicodeDecodeError, ConfigError) as err:
+            raise RunDirError(f"{marker} is corrupt ({err}); cannot tell which experiment the run is") from None
+        changed = config_differences(previous, self.config)
+        if changed:
+            raise RunDirError(f"--run-dir {run_dir} is a run of another config ({'; '.join(changed)}); resume it "
+                              f"with --config {marker}, or choose another --run-dir")
+        return True
 
     def _load_state(self) -> None:
-        state = load_torch(self.run_dir / TRAINER_FILE)
+        checkpoint_dir = self.run_dir / CHECKPOINT_DIR
+        verify_files(checkpoint_dir, read_meta(checkpoint_dir), (TRAINER_FILE,))
+        state = load_torch(checkpoint_dir / TRAINER_FILE)
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -106,7 +189,8 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
-        # Steps logged after the last checkpoint are trained again: drop their history lines.
+        # Steps logged after the last checkpoint are trained again: drop their history lines (and a
+        # line cut off by the kill).
         history = [row for row in read_history(self.run_dir) if row["step"] <= self.step]
         atomic_write_bytes(self.run_dir / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history).encode())
 
@@ -186,18 +270,21 @@ class Trainer:
                 start = time.perf_counter()
                 scalars = self.train_step()
                 self.elapsed += time.perf_counter() - start
-                if self.step % c.eval_every == 0 or self.step == until:
+                checkpoint_now = self.step % c.eval_every == 0 or self.step == until
+                if checkpoint_now:
                     scalars.update({f"eval/{k}": v for k, v in self._validation_r2().items()})
-                    self.save()
-                if self.step % LOG_EVERY == 0 or any(k.startswith("eval/") for k in scalars):
+                if self.step % LOG_EVERY == 0 or checkpoint_now:
                     scalars["perf/steps_per_sec"] = self.step / max(self.elapsed, 1e-9)
                     for key, value in scalars.items():
                         writer.add_scalar(key, value, self.step)
+                    # Logged before the checkpoint, so every step up to a checkpoint has its line.
                     history.write(json.dumps({"step": self.step, "wall": round(self.elapsed, 2), **scalars}) + "\n")
                     history.flush()
                     bar.set_postfix({"D": f"{scalars['train/distortion_per_dim']:.4f}",
                                      "R": f"{scalars['train/rate']:.1f}",
                                      "lam": f"{scalars['rewo/lambda']:.3g}"})
+                if checkpoint_now:
+                    self.save()
                 last = scalars
                 bar.update(1)
         finally:
@@ -208,6 +295,28 @@ class Trainer:
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
-    """The logged scalars of a run, one dictionary per logged step."""
+    """The logged scalars of a run, one dictionary per logged step.
+
+    A last line without its newline (a write cut off by a kill) is skipped.
+
+    Raises:
+        RunDirError: another line is not a JSON object with a ``step``.
+    """
     path = Path(run_dir) / HISTORY_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    lines = path.read_text(errors="replace").split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
+            if number == len(lines):
+                break
+            raise RunDirError(f"{path} line {number} is not a history row (JSON with a step); delete that line")
+        rows.append(row)
+    return rows

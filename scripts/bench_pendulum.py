@@ -25,9 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from latentworld.checkpoint import CONFIG_FILE, META_FILE, MODEL_FILE, PRETRAINED_DIR
+from latentworld.checkpoint import CHECKPOINT_DIR, CONFIG_FILE, META_FILE, MODEL_FILE, PRETRAINED_DIR
 from latentworld.config import load_config
-from latentworld.evaluate import EVAL_FILE, evaluate_checkpoint, format_table
+from latentworld.evaluate import EVAL_FILE, default_output_dir, evaluate_checkpoint, format_table
 from latentworld.latent_env import DEFAULT_GOAL_FILE
 from latentworld.metrics import PAPER_TABLE_1A
 from latentworld.train import Trainer, read_history
@@ -71,9 +71,11 @@ def ship(run_dir: Path, destination: Path, command: str) -> None:
     from envs import make_env
 
     destination.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, MODEL_FILE, EVAL_FILE):
-        shutil.copy2(run_dir / name, destination / name)
-    meta = json.loads((run_dir / META_FILE).read_text())
+    checkpoint = run_dir / CHECKPOINT_DIR
+    for name in (CONFIG_FILE, MODEL_FILE):
+        shutil.copy2(checkpoint / name, destination / name)
+    shutil.copy2(default_output_dir(checkpoint) / EVAL_FILE, destination / EVAL_FILE)
+    meta = json.loads((checkpoint / META_FILE).read_text())  # its file hashes stay valid
     meta["produced_by"] = command
     (destination / META_FILE).write_text(json.dumps(meta, indent=2))
     env = make_env("pendulum")
@@ -109,7 +111,7 @@ def main() -> int:
                           "seconds_to_r2_0.99": time_to_target(histories[label]), "run_dir": str(run_dir)}
     co_dir = runs / Path(RUNS["VHP-EKVAE (CO)"]).stem
     for name in ("latent_space.png", "predictions.png", "training_curves.png"):
-        shutil.copy2(co_dir / name, out / f"pendulum_{name}")
+        shutil.copy2(default_output_dir(co_dir / CHECKPOINT_DIR) / name, out / f"pendulum_{name}")
     plot_r2_vs_time(histories, out / "pendulum_r2_vs_time.png")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     command = f"python scripts/bench_pendulum.py --steps {args.steps}" + (" --ship" if args.ship else "")

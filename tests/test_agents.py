@@ -242,8 +242,9 @@ def test_sac_actor_is_rescaled_into_the_action_box_and_reloads(problem, tmp_path
 
 def test_cli_refuses_bad_settings_and_malformed_policies_with_one_line(problem, small_data, tmp_path, capsys):
     base = ["train", "mpc", "--data", small_data, "--no-progress", "--out"]
-    for extra, message in ((["--set", "horizon=3"], "unknown option"), (["--set", "samples=many"], "an integer"),
-                           (["--set", "elites=1"], "elites must lie"), (["--set", "seed=3"], "--seed instead")):
+    for extra, message in ((["--set", "horizon=3"], "unknown setting(s) horizon"),
+                               (["--set", "samples=many"], "an integer"),
+                           (["--set", "elites=1"], "elites: must lie"), (["--set", "seed=3"], "--seed instead")):
         assert agents_main([*base, str(tmp_path / "p"), *extra]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "p").exists()

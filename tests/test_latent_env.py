@@ -16,6 +16,7 @@ import latentworld  # noqa: F401  (registers the ids)
 from agents.sb3_env import SB3LatentVecEnv
 from latentworld.checkpoint import CheckpointError
 from latentworld.config import load_config
+from latentworld.errors import GoalError
 from latentworld.latent_env import LatentEnv
 from latentworld.latent_vec_env import LatentVectorEnv
 from latentworld.train import Trainer
@@ -104,12 +105,12 @@ def test_bad_arguments_give_one_clear_error(checkpoint, kwargs, error, match):
 
 def test_goal_image_of_wrong_shape_and_other_model_kind_are_refused(checkpoint, tmp_path):
     iio.imwrite(tmp_path / "big.png", np.zeros((32, 32), np.uint8))
-    with pytest.raises(ValueError, match="do not match the model's frames"):
+    with pytest.raises(GoalError, match="do not match the model's frames"):
         make(checkpoint, goal=str(tmp_path / "big.png"))
     run = tmp_path / "other"
     run.mkdir()
     for name in ("config.yaml", "model.pt"):
-        (run / name).write_bytes((Path(checkpoint) / name).read_bytes())
+        (run / name).write_bytes((Path(checkpoint) / "checkpoint" / name).read_bytes())
     (run / "meta.json").write_text('{"model_class": "rssm"}')
     with pytest.raises(CheckpointError, match="unknown model class 'rssm'"):
         make(str(run))
@@ -207,7 +208,8 @@ def test_cli_imagine_writes_decoded_frames(checkpoint, tmp_path, capsys):
 
 def test_checkpoint_with_learned_h_is_refused(tmp_path):
     data = write_synthetic_pendulum(tmp_path / "pendulum.npz", n=8, steps=4)
-    config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "steps=2", "model.learn_h=true"])
+    config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "steps=2",
+                                                  "schedule.calibration_steps=1", "model.learn_h=true"])
     Trainer(config, tmp_path / "run").fit(progress=False)
     with pytest.raises(CheckpointError, match="rectangular identity"):
         make(str(tmp_path / "run"))

@@ -7,6 +7,7 @@ from synthetic import write_synthetic_pendulum
 from latentworld.checkpoint import CheckpointError, load_model
 from latentworld.cli import main
 from latentworld.config import load_config
+from latentworld.errors import RunDirError
 from latentworld.train import Trainer, read_history
 
 
@@ -21,10 +22,11 @@ def test_debug_training_writes_a_loadable_checkpoint(debug_config, tmp_path):
     trainer = Trainer(debug_config, run)
     last = trainer.fit(progress=False)
     assert trainer.step == debug_config.steps and "eval/r2_hinge_angle" in last
-    for name in ("config.yaml", "model.pt", "meta.json", "trainer_state.pt", "history.jsonl"):
-        assert (run / name).exists(), name
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "history.jsonl", "run_config.yaml", "tb"]
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["config.yaml", "meta.json", "model.pt",
+                                                                       "trainer_state.pt"]
     assert any((run / "tb").iterdir())
-    state = torch.load(run / "model.pt", weights_only=True)
+    state = torch.load(run / "checkpoint" / "model.pt", weights_only=True)
     model, config, meta = load_model(run, expect_kind="ekvae")
     assert meta["step"] == debug_config.steps and meta["model_class"] == "ekvae"
     torch.testing.assert_close(model.state_dict()["F_bases"], state["F_bases"])
@@ -51,10 +53,10 @@ def test_resume_reproduces_an_uninterrupted_run(debug_config, tmp_path):
 
 def test_existing_run_is_not_overwritten_without_resume(debug_config, tmp_path):
     Trainer(debug_config, tmp_path / "run").fit(progress=False)
-    before = (tmp_path / "run" / "model.pt").read_bytes()
-    with pytest.raises(FileExistsError, match="--resume"):
+    before = (tmp_path / "run" / "checkpoint" / "model.pt").read_bytes()
+    with pytest.raises(RunDirError, match="--resume"):
         Trainer(debug_config, tmp_path / "run")
-    assert (tmp_path / "run" / "model.pt").read_bytes() == before
+    assert (tmp_path / "run" / "checkpoint" / "model.pt").read_bytes() == before
 
 
 def test_bad_checkpoints_give_one_clear_error(debug_config, tmp_path):
@@ -64,12 +66,13 @@ def test_bad_checkpoints_give_one_clear_error(debug_config, tmp_path):
         load_model(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="expected 'rssm'"):
         load_model(run, expect_kind="rssm")
-    meta = json.loads((run / "meta.json").read_text())
-    (run / "meta.json").write_text(json.dumps({**meta, "model_class": "dvbs"}))
+    checkpoint = run / "checkpoint"
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    (checkpoint / "meta.json").write_text(json.dumps({**meta, "model_class": "dvbs"}))
     with pytest.raises(CheckpointError, match="unknown model class"):
         load_model(run)
-    (run / "meta.json").write_text(json.dumps(meta))
-    (run / "model.pt").write_bytes((run / "model.pt").read_bytes()[:100])
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+    (checkpoint / "model.pt").write_bytes((checkpoint / "model.pt").read_bytes()[:100])
     with pytest.raises(CheckpointError, match="corrupt"):
         load_model(run)
 
@@ -109,7 +112,8 @@ def test_killing_a_save_never_leaves_a_broken_checkpoint(debug_config, tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     model, _, meta = load_model(run)
-    assert meta["model_class"] == "ekvae" and set(model.state_dict()) == set(torch.load(run / "model.pt"))
+    assert meta["model_class"] == "ekvae"
+    assert set(model.state_dict()) == set(torch.load(run / "checkpoint" / "model.pt"))
     Trainer(debug_config, run, resume=True)  # the resume state loads too
 
 
