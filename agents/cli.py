@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 
 import torch
 
-from agents.saved_policy import METHODS, PolicyError
-from latentworld.checkpoint import CheckpointError
-from latentworld.data import DatasetError
+from agents.saved_policy import METHODS
+from latentworld.cli import describe
+from latentworld.errors import LatentworldError
 
 DEFAULT_FIRST_SEED = 5000  # real-env evaluation seeds; tuning looked only at seeds 100-109 and 1000-1019
 
@@ -24,10 +23,12 @@ DEFAULT_FIRST_SEED = 5000  # real-env evaluation seeds; tuning looked only at se
 def _train(args: argparse.Namespace) -> int:
     from agents.problem import make_problem
     from agents.tasks import make_task
-    from agents.training import train_policy
+    from agents.training import method_settings, train_policy
 
-    if Path(args.out).exists():  # checked before the expensive set-up
+    # Checked before the expensive set-up:
+    if Path(args.out).exists():
         raise FileExistsError(f"{args.out} already exists; choose another --out or remove it")
+    method_settings(args.method, args.set, args.seed)
     torch.set_num_threads(args.threads)
     problem = make_problem(args.model, make_task(args.task, args.goal_velocity), noise_scale=args.noise_scale,
                            seed=args.seed, data=args.data)
@@ -106,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (PolicyError, CheckpointError, DatasetError, OSError, ValueError) as err:
+    except (LatentworldError, OSError, ValueError) as err:  # ValueError: bad values caught by gymnasium or SB3
         if args.debug:
-            traceback.print_exc()
-        print(f"agents {args.command}: error: {err}", file=sys.stderr)
+            raise
+        print(f"agents {args.command}: error: {describe(err)}", file=sys.stderr)
         return 2
 
 

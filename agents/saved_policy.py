@@ -29,12 +29,13 @@ from agents.policy import MLPPolicy
 from agents.problem import LatentProblem, make_problem
 from agents.tasks import make_task
 from latentworld.checkpoint import MODEL_FILE, CheckpointError, resolve_checkpoint
+from latentworld.errors import LatentworldError
 
 META_FILE, WEIGHTS_FILE = "meta.json", "policy.pt"
 METHODS = ("jomega", "ppo", "sac", "mpc")
 
 
-class PolicyError(ValueError):
+class PolicyError(LatentworldError):
     """A policy directory is missing, incomplete, corrupt, or belongs to another model or task."""
 
 

@@ -19,6 +19,7 @@ from agents.saved_policy import (
     save_policy,
 )
 from agents.settings import apply_overrides
+from latentworld.errors import ConfigError
 
 
 def initial_weights(policy_dir: str | Path, problem: LatentProblem, hidden: int) -> dict[str, torch.Tensor]:
@@ -33,6 +34,19 @@ def initial_weights(policy_dir: str | Path, problem: LatentProblem, hidden: int)
     return load_weights(Path(policy_dir))
 
 
+def method_settings(method: str, overrides: list[str], seed: int) -> Any:
+    """The checked settings of ``method`` with ``KEY=VALUE`` overrides (cheap: call it before any set-up)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose from {METHODS}")
+    if method == "jomega":
+        from agents.jomega import JOmegaConfig as settings_class
+    elif method == "mpc":
+        from agents.mpc import MPCConfig as settings_class
+    else:
+        from agents.sb3 import SB3Config as settings_class
+    return apply_overrides(settings_class, overrides, seed=seed)
+
+
 def train_policy(method: str, problem: LatentProblem, out: str | Path, overrides: list[str] | None = None,
                  seed: int = 0, progress: bool = True, init: str | Path | None = None) -> dict[str, Any]:
     """Train ``method`` on ``problem`` (``overrides``: ``KEY=VALUE`` settings of the method) and save the
@@ -44,40 +58,33 @@ def train_policy(method: str, problem: LatentProblem, out: str | Path, overrides
         The training report (best validation return, history, seconds, settings).
     """
     out = Path(out)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    config = method_settings(method, overrides or [], seed)
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose another --out or remove it")
     if init is not None and method != "jomega":
         raise ValueError(f"--init starts J(ω) from a saved J(ω) policy; {method} cannot use it")
-    overrides = overrides or []
     log_dir = out.parent / f".{out.name}.tb"  # moved into the policy directory when it is saved
     shutil.rmtree(log_dir, ignore_errors=True)  # left by an interrupted run
     try:
-        return _train_and_save(method, problem, out, overrides, seed, progress, init, log_dir)
+        return _train_and_save(method, problem, out, config, progress, init, log_dir)
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def _train_and_save(method: str, problem: LatentProblem, out: Path, overrides: list[str], seed: int,
-                    progress: bool, init: str | Path | None, log_dir: Path) -> dict[str, Any]:
+def _train_and_save(method: str, problem: LatentProblem, out: Path, config: Any, progress: bool,
+                    init: str | Path | None, log_dir: Path) -> dict[str, Any]:
     if method == "jomega":
-        from agents.jomega import JOmegaConfig, train_jomega
+        from agents.jomega import train_jomega
 
-        config = apply_overrides(JOmegaConfig, overrides, seed=seed)
         weights = None if init is None else initial_weights(init, problem, config.hidden)
         policy, report = train_jomega(problem, config, log_dir, progress, weights)
         report["init"] = None if init is None else str(init)
         settings, state = {"hidden": config.hidden}, policy.state_dict()
     elif method == "mpc":
-        from agents.mpc import MPCConfig
-
-        config = apply_overrides(MPCConfig, overrides, seed=seed)
         settings, state, report = dataclasses.asdict(config), None, {"train_seconds": 0.0}
     else:
-        from agents.sb3 import SB3Config, train_sb3
+        from agents.sb3 import train_sb3
 
-        config = apply_overrides(SB3Config, overrides, seed=seed)
         actor, report = train_sb3(problem, method, config, log_dir, progress)
         settings, state = {}, actor.state_dict()
     save_policy(out, method, problem, settings, report, state, log_dir)

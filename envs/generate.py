@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes (default: 1)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.add_argument("--no-picture", action="store_true", help="do not write the PNG pictures")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
 
@@ -211,12 +212,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.force:
         print(f"error: {args.out} already exists; pass --force to overwrite it", file=sys.stderr)
         return 2
-
     # Imported here, not at the top: spawned workers re-import this module, and torch (through
     # latentworld.data) and matplotlib would add seconds to each worker's start.
+    from latentworld.cli import describe
+    from latentworld.errors import LatentworldError
+
+    try:
+        return _generate_and_save(args)
+    except (LatentworldError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"error: {describe(err)}", file=sys.stderr)
+        return 2
+
+
+def _generate_and_save(args: argparse.Namespace) -> int:
     from envs.pictures import save_pictures
     from latentworld.data import save_dataset
+    from latentworld.fileio import check_writable
 
+    if args.out.is_dir():
+        raise IsADirectoryError(21, "Is a directory (--out names the .npz file)", str(args.out))
+    check_writable(args.out.parent)  # before minutes of generation, not after
     start = time.perf_counter()
     obs, actions, states = generate(args.name, args.n_sequences, args.seq_len, args.action_repeat,
                                     args.seed, args.workers)

@@ -71,12 +71,16 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, config: TrainConfig, 
              CONFIG_FILE: yaml.safe_dump(config_to_dict(config), sort_keys=False).encode()}
     if trainer_state is not None:
         files[TRAINER_FILE] = _torch_bytes({**trainer_state, "model": state})
-    new.mkdir(parents=True)
-    for name, data in files.items():
-        write_synced(new / name, data)
     manifest = {**meta, "sha256": {name: sha256(data) for name, data in files.items()}}
-    write_synced(new / META_FILE, json.dumps(manifest, indent=2).encode())  # last: marks the directory complete
-    fsync_dir(new)
+    files[META_FILE] = json.dumps(manifest, indent=2).encode()  # written last: marks the directory complete
+    new.mkdir(parents=True)
+    try:
+        for name, data in files.items():
+            write_synced(new / name, data)
+        fsync_dir(new)
+    except BaseException:  # e.g. a full disk: the previous checkpoint stays, nothing half-written remains
+        shutil.rmtree(new, ignore_errors=True)
+        raise
     replacing = final.exists()
     if replacing:
         os.replace(final, old)

@@ -27,14 +27,14 @@ else
 fi
 
 resume=()
-[ -f "$run/pendulum_ekvae/trainer_state.pt" ] && resume=(--resume)
+[ -f "$run/pendulum_ekvae/run_config.yaml" ] && resume=(--resume)
 latentworld train --config configs/pendulum_ekvae.yaml --set "steps=$steps" \
   --run-dir "$run/pendulum_ekvae" ${resume[@]+"${resume[@]}"}
 latentworld evaluate "$run/pendulum_ekvae"
 # The trained model as a Gymnasium env: imagined episodes under random actions, reward toward the
 # upright pole (the goal image shipped with the pretrained checkpoint).
 latentworld imagine "$run/pendulum_ekvae" --goal latentworld/pretrained/pendulum_ekvae/goal.png \
-  --out "$run/pendulum_ekvae/imagined.png"
+  --out "$run/imagined.png"
 
 # A swing-up policy trained only in the latent env (J(ω)), then scored in the real env.
 # One policy per model: a model trained further (a larger LATENTWORLD_MAIN_STEPS) gets its own policy.
@@ -46,5 +46,5 @@ else
   echo "[main] reusing the policy $policy (delete it to retrain)"
 fi
 python -m agents evaluate "$policy" --episodes "$episodes"
-echo "[main] done: model figures and eval.json in $run/pendulum_ekvae; policy in $policy, real_eval.json and" \
-  "episode.gif in $policy/real_eval; data picture data/pendulum.png"
+echo "[main] done: model figures and eval.json in $run/pendulum_ekvae/eval, imagined frames $run/imagined.png;" \
+  "policy in $policy, real_eval.json and episode.gif in $policy/real_eval; data picture data/pendulum.png"

@@ -21,16 +21,6 @@ from latentworld.observer import Observer
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """40 real pendulum sequences: enough start states for the shipped model, generated in about a second."""
-    from envs.generate import main as generate
-
-    path = tmp_path_factory.mktemp("data") / "pendulum.npz"
-    assert generate(["pendulum", "--out", str(path), "--n-sequences", "40", "--seed", "3", "--no-picture"]) == 0
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def problem(small_data):
     return make_problem("pendulum_ekvae", make_task("swingup"), data=small_data, validation_size=32)
 
