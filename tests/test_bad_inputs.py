@@ -361,7 +361,7 @@ def test_evaluating_the_shipped_model_writes_only_into_its_own_output_folder(sma
 
 
 def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(world, monkeypatch, capsys):
-    import latentworld.checkpoint as checkpoint
+    from latentworld import checkpoint
 
     before = snapshot(world / "half" / "checkpoint")
 
