@@ -14,7 +14,7 @@ def pendulum_data(tmp_path_factory):
     from envs.generate import main as generate
 
     path = tmp_path_factory.mktemp("data") / "pendulum.npz"
-    assert generate(["pendulum", "--out", str(path), "--no-picture"]) == 0  # the default data set, seed 0
+    assert generate(["pendulum", "--out", str(path), "--no-picture", "--workers", "2"]) == 0  # default, seed 0
     return path
 
 

@@ -1,0 +1,78 @@
+"""Fault injection: training killed (SIGKILL) at random moments, many times, then resumed.
+
+The resumed run must end with weights bit-identical to an uninterrupted run, every history row
+exactly once, and no stray file in the run directory. Children start from a forkserver that has
+already imported torch, so a kill-and-resume cycle costs a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from synthetic import write_synthetic_pendulum
+from training_child import resume_training, set_up_only
+
+from latentworld.checkpoint import load_model, read_meta, resolve_checkpoint
+from latentworld.config import load_config
+from latentworld.train import Trainer, read_history
+
+KILLS = 20
+SETTINGS = ["threads=1", "steps=80", "eval_every=4", "schedule.calibration_steps=10"]
+
+
+@pytest.mark.slow
+def test_random_kills_then_resume_give_the_uninterrupted_run(tmp_path):
+    data = write_synthetic_pendulum(tmp_path / "pendulum.npz")
+    config = load_config("configs/debug.yaml", [f"data={data}", *SETTINGS])
+    straight = Trainer(config, tmp_path / "straight")
+    start = time.perf_counter()
+    straight.fit(progress=False)
+    duration = time.perf_counter() - start
+
+    context = multiprocessing.get_context("forkserver")
+    # torch._dynamo: imported by the first optimiser, 2 s that each child would pay again.
+    context.set_forkserver_preload(["training_child", "torch._dynamo"])
+    for attempt in range(2):  # the first also starts the forkserver; the second measures a child's start-up
+        start = time.perf_counter()
+        warm_up = context.Process(target=set_up_only, args=(config, str(tmp_path / f"warm_up_{attempt}")))
+        warm_up.start()
+        warm_up.join()
+    startup = time.perf_counter() - start  # fork, data, model: before the first step
+    # Kill times spread so that the kills together cover about 80 % of the training time.
+    run_dir, rng, kills, finished_early, killed_at = tmp_path / "killed", random.Random(0), 0, 0, set()
+    print(f"training {duration:.2f} s, child start-up {startup:.2f} s")
+    while kills < KILLS:
+        child = context.Process(target=resume_training, args=(config, str(run_dir)))
+        child.start()
+        child.join(timeout=startup + rng.uniform(0, 1.6 * duration / KILLS))
+        if child.is_alive():
+            child.kill()
+        child.join()
+        if child.exitcode == -signal.SIGKILL:
+            kills += 1
+            if (run_dir / "checkpoint").exists() or (run_dir / ".checkpoint.old").exists():
+                killed_at.add(read_meta(resolve_checkpoint(run_dir))["step"])
+            continue
+        assert child.exitcode == 0
+        finished_early += 1
+        assert finished_early < 5, "the kills come too late to interrupt training"
+        run_dir = tmp_path / f"killed_{finished_early}"  # start over: every kill must hit a live run
+        kills, killed_at = 0, set()
+    assert len(killed_at) >= 3, f"the kills hit too few training stages: {sorted(killed_at)}"
+    resume_training(config, str(run_dir))
+
+    resumed, _, meta = load_model(run_dir)
+    assert meta["step"] == config.steps
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    assert [row["step"] for row in read_history(run_dir)] == [row["step"] for row in read_history(
+        tmp_path / "straight")]
+    assert sorted(p.name for p in Path(run_dir).iterdir()) == ["checkpoint", "history.jsonl", "run_config.yaml", "tb"]
+    assert sorted(p.name for p in (Path(run_dir) / "checkpoint").iterdir()) == [
+        "config.yaml", "meta.json", "model.pt", "trainer_state.pt"]
