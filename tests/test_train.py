@@ -126,3 +126,43 @@ def test_atomic_target_keeps_the_old_file_when_the_write_fails(tmp_path):
         tmp.write_bytes(b"half-writ")
         raise RuntimeError("killed")
     assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_history_line_cut_off_by_a_kill_blocks_neither_resume_nor_evaluate(debug_config, tmp_path):
+    Trainer(debug_config, tmp_path / "run").fit(progress=False, until=10)
+    with (tmp_path / "run" / "history.jsonl").open("a") as history:
+        history.write('{"step": 11, "wal')  # the kill came mid-line
+    assert [row["step"] for row in read_history(tmp_path / "run")] == [10]
+    assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "training_curves.png").exists()
+    resumed = Trainer(debug_config, tmp_path / "run", resume=True)
+    resumed.fit(progress=False)
+    assert [row["step"] for row in read_history(tmp_path / "run")] == [10, 20]
+
+
+@pytest.mark.parametrize("crash_state", ["new_written", "between_renames", "old_not_removed", "new_partial"])
+def test_a_save_interrupted_at_any_stage_leaves_one_consistent_checkpoint(debug_config, tmp_path, crash_state):
+    """The directory states a kill can leave inside save_checkpoint; load reads a consistent checkpoint
+    and the next resume repairs the folder."""
+    import shutil
+
+    run = tmp_path / "run"
+    Trainer(debug_config, run).fit(progress=False, until=10)
+    current, new, old = run / "checkpoint", run / ".checkpoint.new", run / ".checkpoint.old"
+    shutil.copytree(current, new)
+    meta = json.loads((new / "meta.json").read_text())
+    (new / "meta.json").write_text(json.dumps({**meta, "step": 99}))  # marks the "newer" save
+    if crash_state == "between_renames":
+        current.rename(old)
+    elif crash_state == "old_not_removed":
+        shutil.copytree(current, old)
+        shutil.rmtree(current)
+        new.rename(current)
+    elif crash_state == "new_partial":
+        (new / "model.pt").unlink()
+    before_repair, after_repair = {"new_written": (10, 10), "between_renames": (10, 99),
+                                   "old_not_removed": (99, 99), "new_partial": (10, 10)}[crash_state]
+    assert load_model(run)[2]["step"] == before_repair  # read-only: the previous or the new checkpoint
+    Trainer(debug_config, run, resume=True)  # repairs the folder
+    assert load_model(run)[2]["step"] == after_repair
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "history.jsonl", "run_config.yaml", "tb"]
