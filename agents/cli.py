@@ -16,6 +16,7 @@ import torch
 from agents.saved_policy import METHODS
 from latentworld.cli import describe
 from latentworld.errors import LatentworldError
+from latentworld.fileio import check_writable, refuse_package_dir
 
 DEFAULT_FIRST_SEED = 5000  # real-env evaluation seeds; tuning looked only at seeds 100-109 and 1000-1019
 
@@ -28,6 +29,8 @@ def _train(args: argparse.Namespace) -> int:
     # Checked before the expensive set-up:
     if Path(args.out).exists():
         raise FileExistsError(f"{args.out} already exists; choose another --out or remove it")
+    refuse_package_dir(Path(args.out), "--out")
+    check_writable(Path(args.out).parent)
     method_settings(args.method, args.set, args.seed)
     torch.set_num_threads(args.threads)
     problem = make_problem(args.model, make_task(args.task, args.goal_velocity), noise_scale=args.noise_scale,

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from agents.belief_env import BeliefEnv
 from agents.controllers import Controller, RandomController, ZeroController
 from agents.problem import LatentProblem
-from latentworld.fileio import atomic_target
+from latentworld.fileio import atomic_target, check_output_dir
 
 
 def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool = False) -> dict[str, Any]:
@@ -137,6 +137,9 @@ def write_json(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+EVALUATION_OUTPUTS = ("real_eval.json", "episode.gif")
+
+
 def evaluate_policy_dir(policy_dir: str | Path, seeds: list[int], out: str | Path, model: str | None = None,
                         with_baselines: bool = True, progress: bool = True) -> dict[str, Any]:
     """Evaluate a saved policy on ``seeds`` (beside random and zero actions unless ``with_baselines`` is
@@ -147,12 +150,12 @@ def evaluate_policy_dir(policy_dir: str | Path, seeds: list[int], out: str | Pat
     """
     from agents.saved_policy import load_policy
 
+    out = check_output_dir(Path(out), EVALUATION_OUTPUTS, "--out")  # before minutes of episodes
     controller, problem, meta = load_policy(policy_dir, model=model)
-    out = Path(out)
     result = evaluate_controller(problem, controller, seeds, meta["method"], progress, record_first=True)
     results = [result] + (baselines(problem, seeds, progress) if with_baselines else [])
-    video = write_video(problem, result.pop("recording"), out / "episode.gif")
+    video = write_video(problem, result.pop("recording"), out / EVALUATION_OUTPUTS[1])
     report = {"policy": str(policy_dir), "task": meta["task"], "model": meta["model"],
               "training_report": {k: v for k, v in meta["report"].items() if k != "history"}, "results": results}
-    path = write_json(report, out / "real_eval.json")
+    path = write_json(report, out / EVALUATION_OUTPUTS[0])
     return {**report, "json": str(path), "video": str(video)}

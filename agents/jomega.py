@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from agents.policy import MLPPolicy
 from agents.problem import LatentProblem, rollout_return
-from latentworld.settings import check_settings, setting
+from latentworld.settings import MAX_SEED, check_settings, setting
 
 
 @dataclass
@@ -29,8 +29,9 @@ class JOmegaConfig:
 
     iterations: int = setting(600, low=1)
     """Adam steps."""
-    horizon: int = setting(40, low=1)
-    """H, the planning horizon of each training rollout (steps of the model, 0.08 s each on the pendulum)."""
+    horizon: int = setting(40, low=2)
+    """H, the planning horizon of each training rollout (steps of the model, 0.08 s each on the pendulum);
+    at least 2, as J sums the rewards r_2..r_H."""
     batch_size: int = setting(256, low=1)
     """Start states per iteration."""
     lr: float = setting(1e-2, low=0, low_open=True)
@@ -41,17 +42,13 @@ class JOmegaConfig:
     """Gradient-norm clip (back-propagation through long horizons can spike)."""
     validate_every: int = setting(25, low=1)
     """Iterations between validations (the best validated snapshot is kept)."""
-    validation_horizon: int = setting(60, low=1)
+    validation_horizon: int = setting(60, low=2)
     """Steps of each validation rollout."""
-    seed: int = setting(0, low=0)
+    seed: int = setting(0, low=0, high=MAX_SEED)
     """Seed of the policy initialisation and of the start-state draws."""
 
     def __post_init__(self) -> None:
         check_settings(self)
-        if self.horizon < 2 or self.validation_horizon < 2:
-            raise ValueError("horizon and validation_horizon must be >= 2 (J sums rewards r_2..r_H)")
-        if not (self.lr > 0 and self.grad_clip > 0):
-            raise ValueError(f"lr and grad_clip must be > 0, got lr={self.lr}, grad_clip={self.grad_clip}")
 
 
 def make_policy(problem: LatentProblem, hidden: int) -> MLPPolicy:

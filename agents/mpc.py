@@ -16,7 +16,7 @@ from torch import Tensor
 
 from agents.problem import LatentProblem
 from latentworld.errors import ConfigError
-from latentworld.settings import check_settings, setting
+from latentworld.settings import MAX_SEED, check_settings, setting
 
 
 @dataclass
@@ -27,21 +27,19 @@ class MPCConfig:
     """P, steps of each planned action sequence."""
     samples: int = setting(256, low=1)
     """Action sequences evaluated per CEM round."""
-    elites: int = setting(32, low=2)
+    elites: int = setting(32, low=2)  # a spread needs two
     """Best sequences the Gaussian is refitted to."""
     iterations: int = setting(4, low=1)
     """CEM rounds per control step."""
     init_std: float = setting(0.75, low=0, low_open=True)
     """Initial standard deviation of the sampled actions, as a fraction of the action range's half-width."""
-    seed: int = setting(0, low=0)
+    seed: int = setting(0, low=0, high=MAX_SEED)
     """Seed of the planner's sampling stream."""
 
     def __post_init__(self) -> None:
         check_settings(self)
-        if not 2 <= self.elites <= self.samples:
-            raise ConfigError(f"elites must lie in [2, samples={self.samples}] (a spread needs two), got {self.elites}")
-        if not self.init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {self.init_std}")
+        if self.elites > self.samples:
+            raise ConfigError(f"elites ({self.elites}) must not exceed samples ({self.samples})")
 
 
 class CEMPlanner:

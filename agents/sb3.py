@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from agents.problem import LatentProblem
 from agents.sb3_env import SB3LatentVecEnv
-from latentworld.settings import check_settings, setting
+from latentworld.settings import MAX_SEED, check_settings, setting
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
 # Runs that learned the swing-up (tuned on real seeds 100-109), about 2.5 (PPO) and 5.5 (SAC) minutes on one
@@ -57,7 +57,7 @@ class SB3Config:
     """Adam learning rate."""
     batch_size: int | None = setting(None, low=1)
     """Minibatch size of each gradient step; None = the method's default (:data:`METHOD_DEFAULTS`)."""
-    seed: int = setting(0, low=0)
+    seed: int = setting(0, low=0, high=MAX_SEED)
     """Seed of the algorithm and the env stream."""
 
     def __post_init__(self) -> None:

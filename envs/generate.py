@@ -229,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
 def _generate_and_save(args: argparse.Namespace) -> int:
     from envs.pictures import save_pictures
     from latentworld.data import save_dataset
+    from latentworld.errors import ConfigError
     from latentworld.fileio import check_writable
 
+    if args.out.suffix != ".npz":
+        raise ConfigError(f"--out {args.out}: a data set is an .npz file")
     if args.out.is_dir():
         raise IsADirectoryError(21, "Is a directory (--out names the .npz file)", str(args.out))
     check_writable(args.out.parent)  # before minutes of generation, not after

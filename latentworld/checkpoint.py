@@ -34,6 +34,7 @@ CHECKPOINT_DIR = "checkpoint"
 RUN_CONFIG_FILE = "run_config.yaml"  # marks a training run directory (see latentworld.train)
 NEW_CHECKPOINT_DIR, OLD_CHECKPOINT_DIR = ".checkpoint.new", ".checkpoint.old"  # only during a save
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+REQUIRED_META = ("model_class", "obs_shape", "dim_u", "env_id")
 __all__ = ["CheckpointError", "load_model", "resolve_checkpoint", "save_checkpoint"]
 
 
@@ -141,7 +142,9 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
 
 def run_dir_of(checkpoint_dir: Path) -> Path | None:
     """The training run a checkpoint directory belongs to, or None (a shipped or copied checkpoint)."""
-    return checkpoint_dir.parent if checkpoint_dir.name == CHECKPOINT_DIR else None
+    run_dir = checkpoint_dir.parent
+    inside = checkpoint_dir.name in (CHECKPOINT_DIR, OLD_CHECKPOINT_DIR) and (run_dir / RUN_CONFIG_FILE).is_file()
+    return run_dir if inside else None
 
 
 def read_meta(checkpoint_dir: Path) -> dict[str, Any]:
@@ -152,8 +155,9 @@ def read_meta(checkpoint_dir: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is corrupt: {err}") from err
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path} is corrupt: expected a JSON object")
+    missing = [key for key in REQUIRED_META if not isinstance(meta, dict) or key not in meta]
+    if missing:
+        raise CheckpointError(f"{path} is corrupt: it lacks {', '.join(missing)}")
     return meta
 
 

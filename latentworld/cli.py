@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from latentworld.errors import GoalError, LatentworldError
+from latentworld.errors import ConfigError, GoalError, LatentworldError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -38,8 +38,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _parse_goal(text: str | None) -> str | list[float] | None:
     """A goal file path, or comma-separated latent values (e.g. ``"0,1"`` or ``"3.0"``)."""
-    if text is None or Path(text).exists():
+    if text is not None and not text.strip():
+        raise GoalError("--goal is empty; give an image path or comma-separated latent values")
+    if text is None or Path(text).is_file():
         return text
+    if Path(text).exists():
+        raise GoalError(f"--goal {text} is a folder; give an image file or comma-separated latent values")
     try:
         return [float(value) for value in text.split(",") if value.strip()]
     except ValueError:
@@ -51,6 +55,8 @@ def _imagine(args: argparse.Namespace) -> int:
     from latentworld.imagine import imagine
 
     if args.out is not None:  # checked before the rollouts
+        if Path(args.out).suffix.lower() != ".png":
+            raise ConfigError(f"--out {args.out}: name a .png file")
         refuse_package_dir(Path(args.out), "--out")
         check_writable(Path(args.out).parent)
     result = imagine(args.checkpoint, goal=_parse_goal(args.goal), reward=args.reward, episodes=args.episodes,

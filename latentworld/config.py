@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from latentworld.errors import ConfigError
-from latentworld.settings import check_settings, from_mapping, setting
+from latentworld.settings import MAX_SEED, check_settings, from_mapping, setting
 
 
 @dataclass
@@ -102,7 +102,7 @@ class TrainConfig:
     """The learning rate decays (cosine) to this fraction of lr by the last step."""
     grad_clip: float = setting(100.0, low=0, low_open=True)
     """Gradient-norm clip."""
-    seed: int = setting(0, low=0)
+    seed: int = setting(0, low=0, high=MAX_SEED)
     """Seed of the model initialisation and the batch order."""
     eval_every: int = setting(500, low=1)
     """Iterations between validation R² / checkpoint."""
@@ -126,7 +126,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path.resolve() in chain:
+        raise ConfigError(f"config {path}: its `base:` chain loops back to itself")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
@@ -136,7 +138,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping of settings")
     base = values.pop("base", None)
-    return _merge(_read_yaml(path.parent / str(base)), values) if base else values
+    return _merge(_read_yaml(path.parent / str(base), (*chain, path.resolve())), values) if base else values
 
 
 def parse_override(text: str) -> dict[str, Any]:

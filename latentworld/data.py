@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ def load_dataset(
                            "by `python -m envs.generate`")
     try:
         arrays = {key: npz[key] for key in REQUIRED_KEYS}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as err:
         raise DatasetError(f"{path} is corrupt (cannot read its arrays: {err}); regenerate it") from err
     finally:
         npz.close()

@@ -22,6 +22,7 @@ from latentworld.plots import (
 from latentworld.train import read_history
 
 EVAL_FILE = "eval.json"
+EVAL_OUTPUTS = (EVAL_FILE, "latent_space.png", "predictions.png", "training_curves.png")
 DEFAULT_EVAL_ROOT = Path("runs") / "evaluate"
 
 
@@ -72,7 +73,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
         ``{"label", "metrics", "table", "figures", "out"}``.
     """
     checkpoint_dir = resolve_checkpoint(path)
-    out = check_output_dir(Path(out_dir) if out_dir else default_output_dir(checkpoint_dir), EVAL_FILE, "--out")
+    out = check_output_dir(Path(out_dir) if out_dir else default_output_dir(checkpoint_dir), EVAL_OUTPUTS,
+                           "--out")
     model, config, meta = load_model(checkpoint_dir)
     data_path = data or config.data
     train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])

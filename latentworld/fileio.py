@@ -63,8 +63,8 @@ def fsync_dir(directory: Path) -> None:
 
 def remove_stale_temporaries(directory: Path) -> None:
     """Delete the hidden temporaries that killed :func:`atomic_target` writes left in ``directory``."""
-    for leftover in directory.glob(f".*{TEMP_SUFFIX}*"):
-        if leftover.is_file():
+    for leftover in directory.iterdir():
+        if is_temporary(leftover) and leftover.is_file():
             leftover.unlink()
 
 
@@ -87,16 +87,22 @@ def check_writable(directory: Path) -> None:
         raise PermissionError(13, "Permission denied (not writable)", str(existing))
 
 
-def check_output_dir(directory: Path, marker: str, option: str) -> Path:
-    """Check, creating nothing, that ``directory`` may take a command's outputs: new, empty, or an
-    earlier output of the same command (it holds ``marker``). Anything else is refused, so no
-    foreign file is ever replaced."""
+def is_temporary(path: Path) -> bool:
+    """A hidden temporary left by a killed :func:`atomic_target` write."""
+    return path.name.startswith(".") and TEMP_SUFFIX in path.name
+
+
+def check_output_dir(directory: Path, outputs: tuple[str, ...], option: str) -> Path:
+    """Check, creating nothing, that ``directory`` may take a command's ``outputs`` (file names):
+    it is new, or holds nothing but those files (an earlier or interrupted run of the same command)
+    and temporaries. Anything else is refused, so no foreign file is ever replaced."""
     refuse_package_dir(directory, option)
     if directory.exists():
         if not directory.is_dir():
             raise RunDirError(f"{option} {directory} is a file, not a folder")
-        if any(directory.iterdir()) and not (directory / marker).exists():
-            raise RunDirError(f"{option} {directory} already holds other files (no {marker}); "
-                              "choose a new or empty folder")
+        foreign = sorted(p.name for p in directory.iterdir() if p.name not in outputs and not is_temporary(p))
+        if foreign:
+            raise RunDirError(f"{option} {directory} already holds other files ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
     check_writable(directory)
     return directory

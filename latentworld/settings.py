@@ -17,6 +17,8 @@ from typing import Any
 
 from latentworld.errors import ConfigError
 
+MAX_SEED = 2**32 - 1  # the largest seed numpy, torch and SB3 all accept
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -43,8 +45,8 @@ class Rule:
     def interval(self) -> str:
         left = "(" if self.low_open or self.low is None else "["
         right = ")" if self.high_open or self.high is None else "]"
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
+        low = "-inf" if self.low is None else f"{self.low:g}" if isinstance(self.low, float) else str(self.low)
+        high = "inf" if self.high is None else f"{self.high:g}" if isinstance(self.high, float) else str(self.high)
         return f"{left}{low}, {high}{right}"
 
 
@@ -66,20 +68,30 @@ def coerce(value: Any, annotation: str, name: str) -> Any:
         raise ConfigError(f"{name}: a value is required (got null)")
     kind = kinds[0]
     if kind in ("int", "float"):
+        expected = "an integer" if kind == "int" else "a number"
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{name}: expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
-        try:
-            number = float(value) if isinstance(value, str) else value
-        except ValueError:
-            raise ConfigError(f"{name}: expected {'an integer' if kind == 'int' else 'a number'}, "
-                              f"got {value!r}") from None
-        if not math.isfinite(number):
+            raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+        number = value
+        if isinstance(value, str):
+            try:
+                number = int(value)
+            except ValueError:
+                try:
+                    number = float(value)
+                except ValueError:
+                    raise ConfigError(f"{name}: expected {expected}, got {value!r}") from None
+        if isinstance(number, float) and not math.isfinite(number):
             raise ConfigError(f"{name}: must be finite, got {value!r}")
         if kind == "float":
-            return float(number)
-        if float(number) != int(number):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        return int(number)
+            try:
+                return float(number)
+            except OverflowError:
+                raise ConfigError(f"{name}: must be finite, got {value!r}") from None
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise ConfigError(f"{name}: expected an integer, got {value!r}")
+            return int(number)
+        return number
     if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{name}: expected true or false, got {value!r}")
@@ -88,6 +100,8 @@ def coerce(value: Any, annotation: str, name: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {value!r}")
         return value
+    if isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a {kind} object, got a mapping (build it with from_mapping)")
     return value  # nested settings are checked by their own class
 
 
@@ -109,7 +123,7 @@ def from_mapping(cls: type, values: Any, source: str, nested: dict[str, type] | 
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: {section.rstrip('.') or 'the config'} must be a mapping of settings, got {values!r}")
     known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(str(key) for key in values if key not in known)
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(section + name for name in unknown)}; "
                           f"known{' in ' + section.rstrip('.') if section else ''}: {', '.join(known)}")

@@ -42,6 +42,7 @@ from latentworld.errors import CheckpointError, ConfigError, DatasetError, RunDi
 from latentworld.fileio import (
     atomic_write_bytes,
     check_writable,
+    is_temporary,
     refuse_package_dir,
     remove_stale_temporaries,
 )
@@ -53,7 +54,9 @@ HISTORY_FILE = "history.jsonl"
 LOG_EVERY = 25
 VALIDATION_SEQUENCES = 256
 IMAGE_OBS_KINDS = ("image", "image_conv")
-RESUMABLE_CHANGES = ("threads",)  # config fields a resumed run may change
+# Config fields a resumed run may change: `steps` extends (or shortens) the run; the cosine learning-rate
+# schedule then follows the new length from the resumed step on.
+RESUMABLE_CHANGES = ("steps", "eval_every", "threads")
 
 
 def make_schedule(config: TrainConfig) -> Rewo | KLAnnealing:
@@ -145,10 +148,10 @@ class Trainer:
         if continuing and (self.run_dir / CHECKPOINT_DIR).exists():
             self._load_state()
         else:  # a new run, or one killed before its first checkpoint: its logs start over
+            remove_stale_temporaries(self.run_dir)
             (self.run_dir / HISTORY_FILE).unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
-            atomic_write_bytes(self.run_dir / RUN_CONFIG_FILE,
-                               yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
+        atomic_write_bytes(self.run_dir / RUN_CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
 
     def _check_run_dir(self, resume: bool) -> bool:
         """True if ``run_dir`` holds a run to continue; raise if it may not be written."""
@@ -156,8 +159,8 @@ class Trainer:
         refuse_package_dir(run_dir, "--run-dir")
         if run_dir.exists() and not run_dir.is_dir():
             raise RunDirError(f"--run-dir {run_dir} is a file, not a folder")
-        if not run_dir.exists() or not any(run_dir.iterdir()):
-            return False
+        if not run_dir.exists() or all(is_temporary(p) for p in run_dir.iterdir()):
+            return False  # new, empty, or holding only what a kill during its creation left
         marker = run_dir / RUN_CONFIG_FILE
         if not marker.is_file():
             raise RunDirError(f"--run-dir {run_dir} already holds files and is not a training run (no "
@@ -181,9 +184,8 @@ class Trainer:
         state = load_torch(checkpoint_dir / TRAINER_FILE)
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise CheckpointError(f"{self.run_dir} was trained with another model config; resume it with "
-                                  f"the config in its config.yaml ({err})") from err
+        except (KeyError, RuntimeError) as err:
+            raise CheckpointError(f"{checkpoint_dir / TRAINER_FILE} does not match the run's config ({err})") from err
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"])
