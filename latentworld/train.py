@@ -119,8 +119,8 @@ class Trainer:
         config: the resolved configuration.
         run_dir: where checkpoints, history and TensorBoard events go.
         resume: continue the run in ``run_dir`` (required if it already holds one, so that nothing
-            is overwritten by accident; its config must equal ``config``). A missing or empty
-            ``run_dir`` starts a new run either way.
+            is overwritten by accident; its config must equal ``config`` apart from
+            ``RESUMABLE_CHANGES``). A missing or empty ``run_dir`` starts a new run either way.
 
     Raises:
         RunDirError: ``run_dir`` holds other files, or a run that ``resume`` does not allow to continue.
@@ -142,13 +142,12 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step, self.elapsed = 0, 0.0
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.run_dir)
         if continuing:
             repair_checkpoint(self.run_dir)
-            remove_stale_temporaries(self.run_dir)
         if continuing and (self.run_dir / CHECKPOINT_DIR).exists():
             self._load_state()
         else:  # a new run, or one killed before its first checkpoint: its logs start over
-            remove_stale_temporaries(self.run_dir)
             (self.run_dir / HISTORY_FILE).unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
         atomic_write_bytes(self.run_dir / RUN_CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
