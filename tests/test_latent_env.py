@@ -111,7 +111,8 @@ def test_goal_image_of_wrong_shape_and_other_model_kind_are_refused(checkpoint, 
     run.mkdir()
     for name in ("config.yaml", "model.pt"):
         (run / name).write_bytes((Path(checkpoint) / "checkpoint" / name).read_bytes())
-    (run / "meta.json").write_text('{"model_class": "rssm"}')
+    meta = json.loads((Path(checkpoint) / "checkpoint" / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "model_class": "rssm"}))
     with pytest.raises(CheckpointError, match="unknown model class 'rssm'"):
         make(str(run))
 
