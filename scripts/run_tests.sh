@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup_env.sh
-python -m pytest tests "$@"
+# One worker per core (pytest-xdist): the suite takes about a minute on 2 cores instead of 1.7.
+python -m pytest tests -n "${LATENTWORLD_TEST_WORKERS:-auto}" "$@"
