@@ -330,10 +330,15 @@ def test_debug_shows_the_traceback(world):
         latentworld_main([*TRAIN, "--set", "steps=0", "--run-dir", "r", "--debug"])
 
 
-def test_yaml_float_spellings_and_integral_numbers_are_read_as_numbers():
+def test_yaml_float_spellings_and_integral_numbers_are_read_as_numbers(tmp_path):
     config = load_config(DEBUG_CONFIG, ["lr=1e-3", "schedule.d0=5E-2", "steps=1e2", "schedule.lambda_max=1e4"])
     assert (config.lr, config.schedule.d0, config.steps, config.schedule.lambda_max) == (1e-3, 5e-2, 100, 1e4)
     assert isinstance(config.steps, int)
+    preset = write_file(str(tmp_path / "preset.yaml"), f"base: {DEBUG_CONFIG}\nlr: 3e-4\nschedule:\n  d0: 1e-2\n")
+    config = load_config(preset)
+    assert (config.lr, config.schedule.d0, config.steps) == (3e-4, 1e-2, 20)
+    huge = 12345678901234567891  # read exactly, not rounded through a float
+    assert load_config(None, [f"steps={huge}"]).steps == huge
 
 
 def test_sixteen_bit_and_float_goal_images_equal_the_eight_bit_goal(world):
