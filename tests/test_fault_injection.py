@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from synthetic import write_synthetic_pendulum
-from training_child import resume_training, set_up_only
+from training_child import resume_training
 
 from latentworld.checkpoint import load_model, read_meta, resolve_checkpoint
 from latentworld.config import load_config
@@ -38,19 +38,17 @@ def test_random_kills_then_resume_give_the_uninterrupted_run(tmp_path):
     context = multiprocessing.get_context("forkserver")
     # torch._dynamo: imported by the first optimiser, 2 s that each child would pay again.
     context.set_forkserver_preload(["training_child", "torch._dynamo"])
-    for attempt in range(2):  # the first also starts the forkserver; the second measures a child's start-up
-        start = time.perf_counter()
-        warm_up = context.Process(target=set_up_only, args=(config, str(tmp_path / f"warm_up_{attempt}")))
-        warm_up.start()
-        warm_up.join()
-    startup = time.perf_counter() - start  # fork, data, model: before the first step
-    # Kill times spread so that the kills together cover about 80 % of the training time.
+    # One kill in four lands during a child's start-up (loading, repairing), the others at a random
+    # moment of training, spread so that together they cover about 80 % of it.
     run_dir, rng, kills, finished_early, killed_at = tmp_path / "killed", random.Random(0), 0, 0, set()
-    print(f"training {duration:.2f} s, child start-up {startup:.2f} s")
     while kills < KILLS:
-        child = context.Process(target=resume_training, args=(config, str(run_dir)))
+        started = context.Event()
+        child = context.Process(target=resume_training, args=(config, str(run_dir), started))
         child.start()
-        child.join(timeout=startup + rng.uniform(0, 1.6 * duration / KILLS))
+        if rng.random() < 0.25:
+            child.join(timeout=rng.uniform(0, 0.3))
+        elif started.wait(timeout=60):
+            child.join(timeout=rng.uniform(0, 1.6 * duration / KILLS))
         if child.is_alive():
             child.kill()
         child.join()

@@ -3,15 +3,15 @@ imports nothing but latentworld (the forkserver preloads it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from latentworld.config import TrainConfig
 from latentworld.train import Trainer
 
 
-def resume_training(config: TrainConfig, run_dir: str) -> None:
-    """What `latentworld train --resume` does."""
-    Trainer(config, run_dir, resume=True).fit(progress=False)
-
-
-def set_up_only(config: TrainConfig, run_dir: str) -> None:
-    """Everything before the first training step."""
-    Trainer(config, run_dir)
+def resume_training(config: TrainConfig, run_dir: str, started: Any = None) -> None:
+    """What `latentworld train --resume` does; ``started`` (an Event) is set when training begins."""
+    trainer = Trainer(config, run_dir, resume=True)
+    if started is not None:
+        started.set()
+    trainer.fit(progress=False)
