@@ -78,7 +78,7 @@ def plot_angle_predictions(true: torch.Tensor, predicted: dict[str, torch.Tensor
         ax = axes[r, 0]
         ax.plot(true[r].numpy(), "k-", lw=1)
         for style, (label, seq) in zip(("--", ":"), predicted.items()):
-            ax.plot(np.arange(steps - seq.shape[0], steps), seq[r].numpy(), style, lw=1)
+            ax.plot(np.arange(steps - seq.shape[1], steps), seq[r].numpy(), style, lw=1)
         ax.set_ylabel(f"seq {r}")
     axes[-1, 0].set_xlabel("time step (solid: true, dashed: smoothed, dotted: filtered)")
     fig.tight_layout()

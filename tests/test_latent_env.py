@@ -339,3 +339,12 @@ def test_escape_on_the_last_step_is_terminated_not_truncated_in_both_envs(checkp
     venv.reset(seed=0)
     _, _, v_terminated, v_truncated, _ = venv.step(np.array([[1.0]], np.float32))
     assert (terminated, truncated) == (True, False) == (bool(v_terminated[0]), bool(v_truncated[0]))
+
+
+def test_evaluate_works_on_an_angle_data_set(reacher_checkpoint, tmp_path, capsys):
+    from latentworld.cli import main
+
+    assert main(["evaluate", reacher_checkpoint, "--out", str(tmp_path / "eval")]) == 0
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "eval.json", "latent_space.png", "predictions.png", "training_curves.png"]
+    assert "r2_" in capsys.readouterr().out
