@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from latentworld.kalman import default_jitter
+from latentworld.noise import batch_noise
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -49,5 +50,5 @@ def mvn_kl(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor) -> Tensor:
 
 def mvn_sample(mean: Tensor, cov: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One reparameterised sample. Args: mean ``(..., D)``, cov ``(..., D, D)``. Returns ``(..., D)``."""
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    noise = batch_noise(mean, generator)
     return mean + (safe_cholesky(cov) @ noise.unsqueeze(-1)).squeeze(-1)

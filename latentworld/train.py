@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -38,6 +39,7 @@ from latentworld.checkpoint import (
 )
 from latentworld.config import TrainConfig, config_from_dict, config_to_dict
 from latentworld.data import SequenceDataset, load_dataset
+from latentworld.distributed import LossTerms, join_process_group
 from latentworld.errors import CheckpointError, ConfigError, DatasetError, RunDirError
 from latentworld.fileio import (
     atomic_write_bytes,
@@ -48,6 +50,7 @@ from latentworld.fileio import (
 )
 from latentworld.metrics import r2_scores
 from latentworld.models import MODELS
+from latentworld.noise import batch_shard
 from latentworld.rewo import KLAnnealing, Rewo
 
 HISTORY_FILE = "history.jsonl"
@@ -129,6 +132,10 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
         self.config, self.run_dir = config, Path(run_dir)
+        self.group = join_process_group()
+        if config.batch_size % self.group.world_size:
+            raise ConfigError(f"batch_size ({config.batch_size}) must divide evenly among the "
+                              f"{self.group.world_size} processes")
         continuing = self._check_run_dir(resume)  # before any expensive work; writes nothing
         check_writable(self.run_dir)
         torch.set_num_threads(config.threads)
@@ -137,20 +144,28 @@ class Trainer:
         self.test_data = load_dataset(config.data, "test")
         self.kind = "ekvae"
         self.model = build_model(config, self.train_data, self.kind)
+        self.loss_terms: torch.nn.Module = LossTerms(self.model)
+        if self.group.world_size > 1:  # averages the gradients of the processes during backward
+            self.loss_terms = DistributedDataParallel(self.loss_terms)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.schedule = make_schedule(config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step, self.elapsed = 0, 0.0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.run_dir)
-        if continuing:
-            repair_checkpoint(self.run_dir)
+        if self.group.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)
+            if continuing:
+                repair_checkpoint(self.run_dir)
+        self.group.barrier()  # the others read the repaired checkpoint
         if continuing and (self.run_dir / CHECKPOINT_DIR).exists():
             self._load_state()
-        else:  # a new run, or one killed before its first checkpoint: its logs start over
+        elif self.group.is_main:  # a new run, or one killed before its first checkpoint: its logs start over
             (self.run_dir / HISTORY_FILE).unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
-        atomic_write_bytes(self.run_dir / RUN_CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
+        if self.group.is_main:
+            atomic_write_bytes(self.run_dir / RUN_CONFIG_FILE,
+                               yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
+        self.group.barrier()  # nobody trains before the run directory is ready
 
     def _check_run_dir(self, resume: bool) -> bool:
         """True if ``run_dir`` holds a run to continue; raise if it may not be written."""
@@ -192,6 +207,8 @@ class Trainer:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         # Steps logged after the last checkpoint are trained again: drop their history lines (and a
         # line cut off by the kill).
+        if not self.group.is_main:
+            return
         history = [row for row in read_history(self.run_dir) if row["step"] <= self.step]
         atomic_write_bytes(self.run_dir / HISTORY_FILE, "".join(json.dumps(row) + "\n" for row in history).encode())
 
@@ -206,6 +223,7 @@ class Trainer:
         }
         meta = model_meta(self.config, self.train_data, self.kind, self.step,
                           {"schedule": self.config.schedule.kind, "d0": self.schedule.d0,
+                           "world_size": self.group.world_size,
                            "train_seconds": round(self.elapsed, 1), **(extra or {})})
         save_checkpoint(self.run_dir, self.model, self.config, meta, trainer_state)
 
@@ -225,12 +243,16 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimiser iteration on a random batch; returns the logged scalars."""
-        c = self.config
+        c, group = self.config, self.group
         index = torch.randint(len(self.train_data), (c.batch_size,), generator=self.generator)
-        terms = self.model.loss_terms(self.train_data.obs[index], self.train_data.actions[index])
-        weights = self.schedule.update(terms["distortion_per_dim"].item())
+        index = index.view(group.world_size, -1)[group.rank]  # this process's shard of the global batch
+        with batch_shard(group.rank, group.world_size):
+            terms = self.loss_terms(self.train_data.obs[index], self.train_data.actions[index])
         distortion, rate = terms["distortion"].mean(), terms["rate"].mean()
-        logged_distortion, logged_rate = distortion.item(), rate.item()
+        # Global-batch means (equal shards), so REWO's λ and D0 agree across processes.
+        logged_per_dim, logged_distortion, logged_rate = group.mean(
+            torch.stack([terms["distortion_per_dim"], distortion, rate]).detach()).tolist()
+        weights = self.schedule.update(logged_per_dim)
         d0_total = (self.schedule.d0 or 0.0) * self.train_data.obs[0].numel()  # per-dim D0 → per sequence
         loss = weights.rate * rate + weights.distortion * (distortion - d0_total)
         self.optimizer.zero_grad(set_to_none=True)
@@ -250,7 +272,7 @@ class Trainer:
             "train/distortion": logged_distortion,
             "train/rate": logged_rate,
             "train/elbo": -(logged_distortion + logged_rate),
-            "train/distortion_per_dim": terms["distortion_per_dim"].item(),
+            "train/distortion_per_dim": logged_per_dim,
             "rewo/lambda": self.schedule.lagrange_multiplier,
             "rewo/initial_phase": float(self.schedule.initial_phase),
             "rewo/d0": float(self.schedule.d0 or 0.0),
@@ -262,9 +284,10 @@ class Trainer:
         c = self.config
         until = c.steps if until is None else min(until, c.steps)
         self.model.train()
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-        history = (self.run_dir / HISTORY_FILE).open("a")
-        bar = tqdm(total=c.steps, initial=self.step, desc="train", disable=not progress, dynamic_ncols=True)
+        main = self.group.is_main  # the one process that writes
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None) if main else None
+        history = (self.run_dir / HISTORY_FILE).open("a") if main else None
+        bar = tqdm(total=c.steps, initial=self.step, desc="train", disable=not (progress and main), dynamic_ncols=True)
         last: dict[str, float] = {}
         try:
             while self.step < until:
@@ -274,7 +297,7 @@ class Trainer:
                 checkpoint_now = self.step % c.eval_every == 0 or self.step == until
                 if checkpoint_now:
                     scalars.update({f"eval/{k}": v for k, v in self._validation_r2().items()})
-                if self.step % LOG_EVERY == 0 or checkpoint_now:
+                if main and (self.step % LOG_EVERY == 0 or checkpoint_now):
                     scalars["perf/steps_per_sec"] = self.step / max(self.elapsed, 1e-9)
                     for key, value in scalars.items():
                         writer.add_scalar(key, value, self.step)
@@ -284,14 +307,15 @@ class Trainer:
                     bar.set_postfix({"D": f"{scalars['train/distortion_per_dim']:.4f}",
                                      "R": f"{scalars['train/rate']:.1f}",
                                      "lam": f"{scalars['rewo/lambda']:.3g}"})
-                if checkpoint_now:
+                if checkpoint_now and main:
                     self.save()
                 last = scalars
                 bar.update(1)
         finally:
             bar.close()
-            history.close()
-            writer.close()
+            if main:
+                history.close()
+                writer.close()
         return last
 
 

@@ -27,6 +27,7 @@ from latentworld.gaussian import LOG_2PI, mvn_entropy, mvn_kl, mvn_log_prob, mvn
 from latentworld.kalman import KalmanResult, kalman_filter_step, kalman_smoother, kalman_update
 from latentworld.models.networks import Decoder, Encoder, mlp
 from latentworld.models.prior import make_prior
+from latentworld.noise import batch_noise
 
 Belief = tuple[Tensor, Tensor]  # (mean (B, Dz), cov (B, Dz, Dz))
 
@@ -153,7 +154,7 @@ class EKVAE(nn.Module):
         Uses the mean of q(a|x) as pseudo-observations unless ``sample_a``.
         """
         mean_a, logvar_a = self.encode(x)
-        a = mean_a + torch.randn_like(mean_a) * (0.5 * logvar_a).exp() if sample_a else mean_a
+        a = mean_a + batch_noise(mean_a) * (0.5 * logvar_a).exp() if sample_a else mean_a
         return self.infer(a, u)
 
     # ----- objective (paper Eq. 15, 17, 18)
@@ -166,7 +167,7 @@ class EKVAE(nn.Module):
         """
         batch, steps = x.shape[:2]
         mean_a, logvar_a = self.encode(x)
-        a = mean_a + torch.randn_like(mean_a) * (0.5 * logvar_a).exp()
+        a = mean_a + batch_noise(mean_a) * (0.5 * logvar_a).exp()
         log_px = self.decoder.log_prob(x.reshape(batch * steps, *self.obs_shape), a.reshape(batch * steps, -1))
         distortion = -log_px.reshape(batch, steps).sum(1)
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from latentworld.models.networks import mlp
+from latentworld.noise import batch_noise
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -67,7 +68,7 @@ class VariationalHierarchicalPrior(nn.Module):
         """
         mean_q, logvar_q = self.encoder(z).chunk(2, dim=-1)
         logvar_q = logvar_q.clamp(-10.0, 4.0)
-        zeta = mean_q + torch.randn_like(mean_q) * torch.exp(0.5 * logvar_q)
+        zeta = mean_q + batch_noise(mean_q) * torch.exp(0.5 * logvar_q)
         kl = 0.5 * (mean_q**2 + logvar_q.exp() - 1.0 - logvar_q).sum(-1)
         mean_p, logvar_p = self._decode(zeta)
         return diag_gaussian_log_prob(z, mean_p, logvar_p) - kl
