@@ -1,7 +1,7 @@
 """Data-parallel training across processes started by ``torchrun``.
 
 ``torchrun --nproc_per_node=N -m latentworld.cli train ...`` starts N processes with the same
-arguments; each joins one process group (gloo on CPU) and trains on its shard of every global
+arguments; each joins one process group (gloo: training runs on the CPU) and trains on its shard of every global
 batch (``batch_size`` stays the global batch), with gradients averaged by
 ``DistributedDataParallel``. One process (rank 0) writes checkpoints, history and TensorBoard
 events. A plain ``latentworld train`` is a group of one.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
@@ -48,7 +47,7 @@ def join_process_group() -> ProcessGroup:
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return ProcessGroup()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend="gloo")  # training runs on the CPU (tensors stay there)
     return ProcessGroup(dist.get_rank(), dist.get_world_size())
 
 
