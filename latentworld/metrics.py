@@ -4,6 +4,11 @@
   pseudo-observations) to each true state variable, fitted on the training split and reported
   on the test split. Angles are regressed as the pair (cos, sin) and their R² pools both
   columns (1 − SSE/SST over the pair); velocities as they are.
+- Beside it, in :func:`evaluate_model`: ``r2_raw_<angle>`` for a joint with limits (its range is
+  shorter than a turn, e.g. the reacher's wrist): the OLS R² to the raw angle, since a model that
+  stores a limited joint linearly cannot score well on (cos, sin). And ``r2_knn_<name>``: the same
+  targets from a k-nearest-neighbour regression on the standardised z, a nonlinear probe that
+  shows whether z *holds* the variable even where the linear fit says it is entangled.
 - Prediction MSE: see :meth:`latentworld.models.ekvae.EKVAE.predict`; the mean squared error
   per observed dimension (pixels in [0, 1], or angle features), averaged over sequences and
   predicted time steps. "smoothed" conditions z_1 on x_{1:5}, "filtered" z_5 on x_{1:5}.
@@ -12,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -40,6 +46,31 @@ def ols_r2(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> 
     return float(1.0 - residual.pow(2).sum() / total.pow(2).sum())
 
 
+def knn_r2(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, k: int = 10, chunk: int = 512
+           ) -> float:
+    """Pooled R² of a k-nearest-neighbour regression (mean of the k nearest training targets, on
+    features standardised by the training split), fitted on train, scored on test.
+
+    Args: x ``(N, Dx)``, y ``(N, Dy)`` for both splits. Returns: 1 − SSE/SST over all Dy columns.
+    """
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-8)
+    train, test = (x_train - mean) / std, (x_test - mean) / std
+    k = min(k, len(train))
+    predicted = torch.cat([y_train[torch.cdist(test[i:i + chunk], train).topk(k, largest=False).indices].mean(1)
+                           for i in range(0, len(test), chunk)])
+    residual = y_test.double() - predicted.double()
+    total = y_test.double() - y_test.double().mean(0)
+    return float(1.0 - residual.pow(2).sum() / total.pow(2).sum())
+
+
+def limited_angles(metadata: dict[str, Any]) -> list[str]:
+    """Names of the angle state variables whose joints cannot turn fully (range shorter than 2π)."""
+    ranges = metadata.get("initial_state", {}).get("angle_ranges", [])
+    names, angle_dims = metadata["state_names"], metadata["angle_state_dims"]
+    return [names[column] for column, (low, high) in zip(angle_dims, ranges, strict=False)
+            if high - low < 2 * math.pi - 1e-6]
+
+
 def state_targets(states: Tensor, metadata: dict[str, Any]) -> dict[str, Tensor]:
     """Regression targets per state variable: ``(N, 2)`` (cos, sin) for angles, ``(N, 1)`` otherwise.
 
@@ -62,13 +93,23 @@ def smoothed_means(model: torch.nn.Module, data: SequenceDataset, chunk: int = 2
 
 
 @torch.no_grad()
-def r2_scores(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset) -> dict[str, float]:
-    """R² per state variable, ``{"r2_<name>": value}``."""
+def r2_scores(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset, probes: bool = False
+              ) -> dict[str, float]:
+    """R² per state variable, ``{"r2_<name>": value}``; with ``probes`` also ``r2_raw_<limited angle>``
+    and ``r2_knn_<name>`` (see the module doc)."""
     z_train = smoothed_means(model, train).flatten(0, 1)
     z_test = smoothed_means(model, test).flatten(0, 1)
     y_train = state_targets(train.states.flatten(0, 1), train.metadata)
     y_test = state_targets(test.states.flatten(0, 1), test.metadata)
-    return {f"r2_{name}": ols_r2(z_train, y_train[name], z_test, y_test[name]) for name in y_train}
+    scores = {f"r2_{name}": ols_r2(z_train, y_train[name], z_test, y_test[name]) for name in y_train}
+    if probes:
+        names = train.metadata["state_names"]
+        for name in limited_angles(train.metadata):
+            column = names.index(name)
+            scores[f"r2_raw_{name}"] = ols_r2(z_train, train.states.flatten(0, 1)[:, column:column + 1], z_test,
+                                              test.states.flatten(0, 1)[:, column:column + 1])
+        scores.update({f"r2_knn_{name}": knn_r2(z_train, y_train[name], z_test, y_test[name]) for name in y_train})
+    return scores
 
 
 @torch.no_grad()
@@ -99,7 +140,7 @@ def evaluate_model(model: torch.nn.Module, train: SequenceDataset, test: Sequenc
     """All metrics of the protocol, deterministic given ``seed``."""
     torch.manual_seed(seed)
     model.eval()
-    results = {"elbo": test_elbo(model, test), **r2_scores(model, train, test)}
+    results = {"elbo": test_elbo(model, test), **r2_scores(model, train, test, probes=True)}
     results["mse_smoothed"] = prediction_mse(model, test, "smoothed")
     results["mse_filtered"] = prediction_mse(model, test, "filtered")
     return results

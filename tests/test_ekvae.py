@@ -77,3 +77,22 @@ def test_predictions_have_the_protocol_shapes_and_sampling_is_seeded():
     a = model.sample_next(z, u[:, 0].repeat(3, 1)[:5], torch.Generator().manual_seed(1))
     b = model.sample_next(z, u[:, 0].repeat(3, 1)[:5], torch.Generator().manual_seed(1))
     torch.testing.assert_close(a, b)
+
+
+def test_knn_probe_sees_a_nonlinear_code_that_ols_misses():
+    from latentworld.metrics import knn_r2, ols_r2
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(4000, 1, generator=generator) * 6.0
+    y = torch.sin(2.0 * x)  # fully determined by x, but not linearly
+    assert knn_r2(x[:3000], y[:3000], x[3000:], y[3000:]) > 0.99
+    assert ols_r2(x[:3000], y[:3000], x[3000:], y[3000:]) < 0.2
+    assert ols_r2(x[:3000], 3 * x[:3000] - 1, x[3000:], 3 * x[3000:] - 1) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_limited_angles_are_the_joints_with_a_range_shorter_than_a_turn():
+    from latentworld.metrics import limited_angles
+
+    metadata = {"state_names": ["shoulder", "wrist", "shoulder_velocity", "wrist_velocity"],
+                "angle_state_dims": [0, 1], "initial_state": {"angle_ranges": [[-3.1416, 3.1416], [-2.79, 2.79]]}}
+    assert limited_angles(metadata) == ["wrist"]

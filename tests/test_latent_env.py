@@ -348,3 +348,6 @@ def test_evaluate_works_on_an_angle_data_set(reacher_checkpoint, tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
         "eval.json", "latent_space.png", "predictions.png", "training_curves.png"]
     assert "r2_" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]
+    assert {"r2_raw_wrist_angle", "r2_knn_shoulder_angle", "r2_knn_wrist_velocity"} <= set(metrics)
+    assert "r2_raw_shoulder_angle" not in metrics  # the shoulder turns freely
