@@ -32,7 +32,7 @@ class BeliefEnv(gym.Env):
         self.real = RealEnv(env_name, action_repeat=action_repeat)
         self.observer = Observer(model)
         self.action_space = self.real.action_space
-        dim_z = model.config.dim_z
+        dim_z = model.dim_z
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim_z,), np.float32)
         self.physics_steps = 0
 

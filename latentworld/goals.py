@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from latentworld.errors import GoalError
+from latentworld.models.base import StateSpaceModel
 
 REWARD_KINDS = ("pos", "vel")
 PIXEL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}  # 8- and 16-bit images (PNG)
@@ -78,13 +79,13 @@ def as_observation_batch(images: np.ndarray | Tensor, obs_shape: tuple[int, ...]
 
 
 @torch.no_grad()
-def goal_from_images(model: torch.nn.Module, images: np.ndarray | Tensor) -> Tensor:
+def goal_from_images(model: StateSpaceModel, images: np.ndarray | Tensor) -> Tensor:
     """Position goal: the mean of q(a|x) over the images. Returns ``(Da,)``."""
-    return model.encoder(as_observation_batch(images, model.obs_shape))[0].mean(0)
+    return model.encode_position(as_observation_batch(images, model.obs_shape)).mean(0)
 
 
 @torch.no_grad()
-def goal_from_sequence(model: torch.nn.Module, images: np.ndarray | Tensor, actions: np.ndarray | Tensor
+def goal_from_sequence(model: StateSpaceModel, images: np.ndarray | Tensor, actions: np.ndarray | Tensor
                        ) -> Tensor:
     """Velocity goal: the velocity dims of the smoothed z, averaged over time.
 
@@ -96,11 +97,10 @@ def goal_from_sequence(model: torch.nn.Module, images: np.ndarray | Tensor, acti
         raise GoalError(f"goal actions must be finite, of shape ({frames.shape[1]}, {model.dim_u}) (one per frame), "
                         f"got {actions.shape}")
     actions = torch.as_tensor(actions)[None]
-    smoothed = model.posterior(frames, actions).smoothed_mean[0]
-    return smoothed[:, model.config.dim_a:].mean(0)
+    return model.posterior_means(frames, actions)[0, :, model.position_dims:].mean(0)
 
 
-def load_goal(model: torch.nn.Module, goal: str | Path | Sequence[float] | np.ndarray | Tensor, reward: str
+def load_goal(model: StateSpaceModel, goal: str | Path | Sequence[float] | np.ndarray | Tensor, reward: str
               ) -> Tensor:
     """Turn a goal argument into the latent target of the reward.
 
@@ -117,7 +117,7 @@ def load_goal(model: torch.nn.Module, goal: str | Path | Sequence[float] | np.nd
     Raises:
         GoalError: the goal is missing, unreadable, of the wrong shape or value range, or of the wrong kind.
     """
-    dim_a, dim_z = model.config.dim_a, model.config.dim_z
+    dim_a, dim_z = model.position_dims, model.dim_z
     if isinstance(goal, (str, Path)):
         path = Path(goal)
         if not path.is_file():
@@ -140,7 +140,7 @@ def load_goal(model: torch.nn.Module, goal: str | Path | Sequence[float] | np.nd
     return vector
 
 
-def _goal_from_file(model: torch.nn.Module, path: Path, reward: str) -> Tensor:
+def _goal_from_file(model: StateSpaceModel, path: Path, reward: str) -> Tensor:
     kind = "vel" if path.suffix == ".npz" else "pos"
     if reward != kind:
         what = "an image gives a position" if kind == "pos" else "an image sequence gives a velocity"

@@ -28,6 +28,7 @@ from latentworld.errors import ConfigError, GoalError
 from latentworld.gaussian import mvn_sample
 from latentworld.goals import REWARD_KINDS, load_goal
 from latentworld.metrics import smoothed_means
+from latentworld.models.base import StateSpaceModel
 
 INITIAL_KINDS = ("prior", "posterior", "given")
 DEFAULT_GOAL_FILE = "goal.png"  # a checkpoint may ship the image of its default goal
@@ -36,15 +37,15 @@ DEFAULT_GOAL_FILE = "goal.png"  # a checkpoint may ship the image of its default
 DEFAULT_STATE_BOUND = 100.0
 
 
-def cached_model(run_dir: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+def cached_model(run_dir: Path) -> tuple[StateSpaceModel, Any, dict[str, Any]]:
     """The checkpoint's model, shared by the envs built from it until its weights file changes."""
     weights = (run_dir / MODEL_FILE).stat()
     return _load_frozen(str(run_dir.resolve()), weights.st_mtime_ns, weights.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_frozen(run_dir: str, mtime_ns: int, size: int) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    model, config, meta = load_model(run_dir, expect_kind="ekvae")
+def _load_frozen(run_dir: str, mtime_ns: int, size: int) -> tuple[StateSpaceModel, Any, dict[str, Any]]:
+    model, config, meta = load_model(run_dir)
     model.requires_grad_(False)  # the env never trains the model; gradients only reach actions
     return model, config, meta
 
@@ -68,16 +69,16 @@ class LatentDynamics:
         state_bound: half-width of the box states are kept in (latent units).
     """
 
-    def __init__(self, model: torch.nn.Module, reward: str = "pos", initial: str = "prior",
+    def __init__(self, model: StateSpaceModel, reward: str = "pos", initial: str = "prior",
                  posterior_z1: tuple[Tensor, Tensor] | None = None, noise_scale: float = 1.0,
                  initial_states: Tensor | None = None, state_bound: float = DEFAULT_STATE_BOUND) -> None:
         if reward not in REWARD_KINDS:
             raise ConfigError(f"reward must be one of {REWARD_KINDS}, got {reward!r}")
         if initial not in INITIAL_KINDS:
             raise ConfigError(f"initial must be one of {INITIAL_KINDS}, got {initial!r}")
-        if not model.disentangled:
-            raise CheckpointError("this checkpoint learns H; rewards need H = rectangular identity "
-                                  "(train with model.learn_h=false)")
+        if model.position_dims is None:
+            raise CheckpointError("this model's z is not split into position and velocity (an EKVAE that "
+                                  "learns H); rewards need it (train with model.learn_h=false)")
         if not (np.isfinite(noise_scale) and noise_scale >= 0):
             raise ConfigError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
         if not (np.isfinite(state_bound) and state_bound > 0):
@@ -85,7 +86,7 @@ class LatentDynamics:
         self.model, self.reward_kind, self.initial_kind = model, reward, initial
         self.posterior_z1 = posterior_z1
         self.noise_scale, self.state_bound = float(noise_scale), float(state_bound)
-        self.dim_z, self.dim_a = model.config.dim_z, model.config.dim_a
+        self.dim_z, self.dim_a = model.dim_z, model.position_dims
         self.initial_states = None if initial_states is None else self.bounded(check_states(initial_states, self.dim_z))
         if initial == "given" and self.initial_states is None:
             raise ConfigError("initial='given' needs initial_states, a (K, Dz) array of start states")
@@ -95,7 +96,7 @@ class LatentDynamics:
         """``(n, Dz)`` initial states."""
         with torch.no_grad():
             if self.initial_kind == "prior":
-                return self.bounded(self.model.prior.sample(n, generator))
+                return self.bounded(self.model.sample_initial(n, generator))
             if self.initial_kind == "given":
                 index = torch.randint(self.initial_states.shape[0], (n,), generator=generator)
                 return self.initial_states[index].clone()
@@ -185,13 +186,12 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
         train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
         if initial == "posterior":
             with torch.no_grad():
-                result = net.posterior(train.obs[:, :5], train.actions[:, :5])
-            posterior_z1 = (result.smoothed_mean[:, 0], result.smoothed_cov[:, 0])
+                posterior_z1 = net.posterior_initial(train.obs[:, :5], train.actions[:, :5])
         if goal_conditioned:
             if reward != "pos":
                 raise ConfigError("goal_conditioned mode samples goal positions; use reward='pos'")
-            goal_pool = smoothed_means(net, train).flatten(0, 1)[:, : config.model.dim_a]
-    given = None if initial_states is None else check_states(initial_states, config.model.dim_z)
+            goal_pool = smoothed_means(net, train).flatten(0, 1)[:, : net.position_dims]
+    given = None if initial_states is None else check_states(initial_states, net.dim_z)
     core = LatentDynamics(net, reward, initial, posterior_z1, noise_scale, given, state_bound)
     goal_tensor = None
     if not goal_conditioned:

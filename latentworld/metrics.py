@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from latentworld.data import SequenceDataset
+from latentworld.models.base import StateSpaceModel
 
 PAPER_TABLE_1A = {  # pendulum (image data), paper Table 1a; keys as our metrics name them
     "VHP-EKVAE (CO)": {"elbo": 807.3, "r2_hinge_angle": 0.992, "r2_hinge_velocity": 0.998, "mse_smoothed": 1.99e-4},
@@ -85,15 +86,15 @@ def state_targets(states: Tensor, metadata: dict[str, Any]) -> dict[str, Tensor]
 
 
 @torch.no_grad()
-def smoothed_means(model: torch.nn.Module, data: SequenceDataset, chunk: int = 256) -> Tensor:
+def smoothed_means(model: StateSpaceModel, data: SequenceDataset, chunk: int = 256) -> Tensor:
     """Smoothed posterior means ``(N, T, Dz)`` with encoder means as pseudo-observations."""
-    parts = [model.posterior(data.obs[i:i + chunk], data.actions[i:i + chunk]).smoothed_mean
+    parts = [model.posterior_means(data.obs[i:i + chunk], data.actions[i:i + chunk])
              for i in range(0, len(data), chunk)]
     return torch.cat(parts)
 
 
 @torch.no_grad()
-def r2_scores(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset, probes: bool = False
+def r2_scores(model: StateSpaceModel, train: SequenceDataset, test: SequenceDataset, probes: bool = False
               ) -> dict[str, float]:
     """R² per state variable, ``{"r2_<name>": value}``; with ``probes`` also ``r2_raw_<limited angle>``
     and ``r2_knn_<name>`` (see the module doc)."""
@@ -113,7 +114,7 @@ def r2_scores(model: torch.nn.Module, train: SequenceDataset, test: SequenceData
 
 
 @torch.no_grad()
-def prediction_mse(model: torch.nn.Module, data: SequenceDataset, mode: str, n_condition: int = 5,
+def prediction_mse(model: StateSpaceModel, data: SequenceDataset, mode: str, n_condition: int = 5,
                    chunk: int = 256) -> float:
     """Mean squared error of open-loop predictions per observed dimension (see module doc)."""
     errors = []
@@ -126,7 +127,7 @@ def prediction_mse(model: torch.nn.Module, data: SequenceDataset, mode: str, n_c
 
 
 @torch.no_grad()
-def test_elbo(model: torch.nn.Module, data: SequenceDataset, chunk: int = 256) -> float:
+def test_elbo(model: StateSpaceModel, data: SequenceDataset, chunk: int = 256) -> float:
     """Mean ELBO per sequence in nats (one sample of the posterior)."""
     values = []
     for i in range(0, len(data), chunk):
@@ -135,7 +136,7 @@ def test_elbo(model: torch.nn.Module, data: SequenceDataset, chunk: int = 256) -
     return float(torch.cat(values).mean())
 
 
-def evaluate_model(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset, seed: int = 0
+def evaluate_model(model: StateSpaceModel, train: SequenceDataset, test: SequenceDataset, seed: int = 0
                    ) -> dict[str, float]:
     """All metrics of the protocol, deterministic given ``seed``."""
     torch.manual_seed(seed)

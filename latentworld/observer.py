@@ -20,19 +20,18 @@ import torch
 from torch import Tensor
 
 from latentworld.goals import as_observation_batch
+from latentworld.models.base import StateSpaceModel
 
 
 class Observer:
     """Stateful online filter: ``reset(first_frame)``, then ``step(prev_action, frame)`` per env step.
 
     Args:
-        model: any model with ``filter_step(belief, u_prev, x) -> (mean (1, Dz), cov (1, Dz, Dz))``,
-            ``obs_shape`` and ``dim_u`` (the EKVAE provides them).
+        model: a :class:`~latentworld.models.base.StateSpaceModel` (its ``filter_step``,
+            ``obs_shape`` and ``dim_u``).
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        if not hasattr(model, "filter_step"):
-            raise TypeError(f"{type(model).__name__} cannot filter online (no filter_step)")
+    def __init__(self, model: StateSpaceModel) -> None:
         self.model = model
         self.dim_u: int = model.dim_u
         self._belief: tuple[Tensor, Tensor] | None = None

@@ -1,9 +1,11 @@
-"""Deep state-space models. Each model is one file; the trainer, evaluation and LatentEnv reach
-them only through ``MODELS`` and the small interface they share (``loss_terms``, ``posterior``,
-``predict``, ``transition``, ``decode_mean``, ``filter_step``)."""
+"""Deep state-space models, one file each, all implementing
+:class:`latentworld.models.base.StateSpaceModel`; the trainer, evaluation, goals, latent envs and
+the observer reach them only through ``MODELS`` and that interface. ``check_model``
+(``latentworld.models.check``) tests a model class against it."""
 
+from latentworld.models.base import StateSpaceModel
 from latentworld.models.ekvae import EKVAE
 
-MODELS = {EKVAE.kind: EKVAE}
+MODELS: dict[str, type[StateSpaceModel]] = {EKVAE.kind: EKVAE}
 
-__all__ = ["EKVAE", "MODELS"]
+__all__ = ["EKVAE", "MODELS", "StateSpaceModel"]

@@ -25,14 +25,13 @@ from torch import Tensor, nn
 from latentworld.config import ModelConfig
 from latentworld.gaussian import LOG_2PI, mvn_entropy, mvn_kl, mvn_log_prob, mvn_sample
 from latentworld.kalman import KalmanResult, kalman_filter_step, kalman_smoother, kalman_update
+from latentworld.models.base import Belief, StateSpaceModel
 from latentworld.models.networks import Decoder, Encoder, mlp
 from latentworld.models.prior import make_prior
 from latentworld.noise import batch_noise
 
-Belief = tuple[Tensor, Tensor]  # (mean (B, Dz), cov (B, Dz, Dz))
 
-
-class EKVAE(nn.Module):
+class EKVAE(StateSpaceModel):
     """Extended Kalman VAE.
 
     Args:
@@ -73,6 +72,16 @@ class EKVAE(nn.Module):
     def dynamics_parameters(self) -> list[nn.Parameter]:
         own = {id(p) for p in self.observation_parameters()}
         return [p for p in self.parameters() if id(p) not in own]
+
+    # ----- sizes
+    @property
+    def dim_z(self) -> int:
+        return self.config.dim_z
+
+    @property
+    def position_dims(self) -> int | None:
+        """Da when H is the rectangular identity (z = (position a, velocity)), else None."""
+        return self.config.dim_a if self.disentangled else None
 
     # ----- model pieces
     @property
@@ -132,6 +141,10 @@ class EKVAE(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + noise_scale * noise * q_var.sqrt()
 
+    def sample_initial(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples of the prior p(z_1) ``(n, Dz)``."""
+        return self.prior.sample(n, generator)
+
     def decode_mean(self, z: Tensor) -> Tensor:
         """Mean observation from z via a = H z. Args: z ``(..., Dz)``. Returns ``(..., *obs_shape)``."""
         a = z @ self.H.T
@@ -142,6 +155,10 @@ class EKVAE(nn.Module):
         """q(a|x). Args: x ``(B, T, *obs_shape)``. Returns mean, logvar ``(B, T, Da)``."""
         mean, logvar = self.encoder(x.reshape(-1, *self.obs_shape))
         return mean.reshape(*x.shape[:2], -1), logvar.reshape(*x.shape[:2], -1)
+
+    def encode_position(self, x: Tensor) -> Tensor:
+        """Mean of q(a|x) for frames ``(N, *obs_shape)``: ``(N, Da)``."""
+        return self.encoder(x)[0]
 
     def infer(self, a: Tensor, u: Tensor) -> KalmanResult:
         """Extended Kalman filter + RTS smoother over pseudo-observations a ``(B, T, Da)``."""
@@ -156,6 +173,15 @@ class EKVAE(nn.Module):
         mean_a, logvar_a = self.encode(x)
         a = mean_a + batch_noise(mean_a) * (0.5 * logvar_a).exp() if sample_a else mean_a
         return self.infer(a, u)
+
+    def posterior_means(self, x: Tensor, u: Tensor) -> Tensor:
+        """Smoothed means ``(B, T, Dz)`` with the encoder means as pseudo-observations."""
+        return self.posterior(x, u).smoothed_mean
+
+    def posterior_initial(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Smoothed mean ``(B, Dz)`` and covariance ``(B, Dz, Dz)`` of z_1."""
+        result = self.posterior(x, u)
+        return result.smoothed_mean[:, 0], result.smoothed_cov[:, 0]
 
     # ----- objective (paper Eq. 15, 17, 18)
     def loss_terms(self, x: Tensor, u: Tensor) -> dict[str, Tensor]:

@@ -1,0 +1,101 @@
+"""The interface of a latentworld state-space model.
+
+The trainer, the metrics, ``evaluate``, the goals, the latent envs and the real-env observer use a
+model only through :class:`StateSpaceModel`; a new model subclasses it, implements every method,
+is registered in ``latentworld.models.MODELS``, and passes :func:`latentworld.models.check.check_model`.
+
+Shapes: x ``(B, T, *obs_shape)`` observations (images ``(C, H, W)`` in [0, 1], or vectors
+``(Dobs,)``), u ``(B, T, Du)`` actions (``u[:, t]`` acts between frames t and t+1), z ``(..., Dz)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+Belief = tuple[Tensor, Tensor]
+"""A Gaussian belief over z: mean ``(B, Dz)``, covariance ``(B, Dz, Dz)``; a policy observes the mean."""
+
+
+class StateSpaceModel(nn.Module, ABC):
+    """A deep state-space model: what training, evaluation and the latent envs need from it.
+
+    Attributes:
+        kind: the registry name, recorded in a checkpoint's ``meta.json``.
+        obs_shape: one observation's shape.
+        dim_u: action size.
+    """
+
+    kind: ClassVar[str]
+    obs_shape: tuple[int, ...]
+    dim_u: int
+
+    # ----- sizes
+    @property
+    @abstractmethod
+    def dim_z(self) -> int:
+        """Size of the latent state z."""
+
+    @property
+    @abstractmethod
+    def position_dims(self) -> int | None:
+        """Dp when the first Dp dims of z are the position and the rest the velocity (the model is
+        disentangled); None otherwise (latent envs with goals then refuse the model)."""
+
+    # ----- training
+    @abstractmethod
+    def loss_terms(self, x: Tensor, u: Tensor) -> dict[str, Tensor]:
+        """``distortion`` and ``rate`` ``(B,)`` in nats (one reparameterised sample), and
+        ``distortion_per_dim`` (scalar: the batch mean per time step and observed dimension)."""
+
+    @abstractmethod
+    def observation_parameters(self) -> list[nn.Parameter]:
+        """Encoder and decoder (θ, φ): all that REWO's initial phase trains."""
+
+    @abstractmethod
+    def dynamics_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter (the two groups partition ``parameters()``)."""
+
+    # ----- inference and prediction
+    @abstractmethod
+    def posterior_means(self, x: Tensor, u: Tensor) -> Tensor:
+        """The posterior mean of z at every step ``(B, T, Dz)`` (smoothed where the model smooths):
+        the features the metrics regress the true state on."""
+
+    @abstractmethod
+    def posterior_initial(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean ``(B, Dz)`` and covariance ``(B, Dz, Dz)`` of the posterior of z_1."""
+
+    @abstractmethod
+    def predict(self, x: Tensor, u: Tensor, n_condition: int = 5, mode: str = "smoothed") -> Tensor:
+        """Open-loop predicted mean observations ``(B, T', *obs_shape)`` after conditioning on the first
+        ``n_condition`` frames; ``mode`` ``"smoothed"`` (T' = T) or ``"filtered"`` (T' = T − n + 1)."""
+
+    # ----- imagination (latent envs)
+    @abstractmethod
+    def sample_initial(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples of z_1 from the prior, ``(n, Dz)``."""
+
+    @abstractmethod
+    def sample_next(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None,
+                    noise_scale: float = 1.0) -> Tensor:
+        """One sample of z_{t+1} given z_t ``(N, Dz)`` and u_t ``(N, Du)``, the noise scaled by
+        ``noise_scale`` (0: the mean). Returns ``(N, Dz)``."""
+
+    @abstractmethod
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """Mean observation of z ``(..., Dz)``: ``(..., *obs_shape)``."""
+
+    # ----- the real world (observer, goals)
+    @abstractmethod
+    def filter_step(self, belief: Belief | None, u_prev: Tensor | None, x: Tensor) -> Belief:
+        """Online filtering: the belief after frame x ``(B, *obs_shape)``, from the previous belief
+        and the action ``(B, Du)`` since (both None at the first frame)."""
+
+    @abstractmethod
+    def encode_position(self, x: Tensor) -> Tensor:
+        """Position code of single frames x ``(N, *obs_shape)``: ``(N, position_dims)``, the target
+        of an image goal."""
