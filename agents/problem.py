@@ -116,7 +116,7 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
                               f"{expected!r}")
     action_repeat = int(meta.get("action_repeat") or get_spec(task.env_name).action_repeat)
     goal = encode_goal(net, task, action_repeat) if goal is None else goal
-    starts = validation = torch.zeros(0, config.model.dim_z)
+    starts = validation = torch.zeros(0, net.dim_z)
     if with_starts:
         data_path = data or config.data
         train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])

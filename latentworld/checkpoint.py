@@ -220,6 +220,9 @@ def load_model(path: str | os.PathLike, expect_kind: str | None = None
         raise CheckpointError(f"{checkpoint_dir} holds a {kind!r} model, expected {expect_kind!r}")
     verify_files(checkpoint_dir, meta)
     config = load_config_file(checkpoint_dir)
+    if config.model.kind != kind:
+        raise CheckpointError(f"{checkpoint_dir}: meta.json holds a {kind!r} model but config.yaml a "
+                              f"{config.model.kind!r} one")
     try:
         model = MODELS[kind](config.model, tuple(meta["obs_shape"]), int(meta["dim_u"]))
     except (KeyError, TypeError, ValueError) as err:

@@ -2,7 +2,9 @@
 
 A preset may name another with ``base: other.yaml`` (resolved relative to the preset) and
 override any field; command-line ``--set section.field=value`` overrides come last. The
-resolved configuration is written into every run directory.
+resolved configuration is written into every run directory. ``model.kind`` names the model
+(default ``ekvae``); the rest of ``model`` are that model's settings (its ``config_class``).
+
 Every value is type- and range-checked when a config is built (see ``latentworld.settings``):
 a mistake raises one :class:`~latentworld.errors.ConfigError` naming the file and the field.
 """
@@ -19,38 +21,7 @@ import yaml
 from latentworld.errors import ConfigError
 from latentworld.settings import MAX_SEED, check_settings, from_mapping, setting
 
-
-@dataclass
-class ModelConfig:
-    """The EKVAE's sizes and options."""
-
-    dim_z: int = setting(3, low=1)
-    """Size of the latent state z (position dims first, then velocity dims)."""
-    dim_a: int = setting(2, low=1)
-    """Size of the auxiliary variable a = H z + noise (the position part of z)."""
-    num_bases: int = setting(16, low=1)
-    """M, the number of base matrices F, B, Q mixed by softmax(g(z, u))."""
-    mixer_hidden: int = setting(64, low=1)
-    """Width of the MLP g(z, u) that predicts the mixing weights."""
-    obs_kind: str = setting("image", choices=("image", "image_conv", "vector"))
-    """Observation networks: "image" (MLP, small grayscale), "image_conv" (64×64 RGB) or "vector"."""
-    hidden: int = setting(256, low=1)
-    """Width of the encoder/decoder hidden layers."""
-    prior: str = setting("vhp", choices=("vhp", "normal"))
-    """Initial-state prior: "vhp" (variational hierarchical prior) or "normal" (ablation)."""
-    learn_h: bool = False
-    """Learn H instead of the rectangular identity (disables the position/velocity split)."""
-    inference: str = setting("smoother", choices=("smoother", "filter"))
-    """Recognition model: "smoother" (paper §4) or "filter" (App. A.6)."""
-    init_process_logvar: float = setting(-5.0, low=-20, high=5)
-    """Initial log-variance of the process noise Q."""
-    init_obs_logvar: float = setting(-4.0, low=-20, high=5)
-    """Initial log-variance of the pseudo-observation noise R."""
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        if self.dim_a > self.dim_z:
-            raise ConfigError(f"dim_a ({self.dim_a}) must not exceed dim_z ({self.dim_z}): a = H z is part of z")
+DEFAULT_MODEL = "ekvae"
 
 
 @dataclass
@@ -90,7 +61,8 @@ class TrainConfig:
 
     data: str = setting("data/pendulum.npz")
     """Path of the data set (.npz written by `python -m envs.generate`)."""
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = field(default_factory=lambda: model_config_class(DEFAULT_MODEL)())
+    """The model's settings: the ``config_class`` of the model that ``model.kind`` names."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     steps: int = setting(8000, low=1)
     """Optimiser iterations."""
@@ -171,6 +143,21 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def model_config_class(kind: Any) -> type:
+    """The settings class of the registered model ``kind``."""
+    from latentworld.models import MODELS  # here, not at the top: the models import the settings
+
+    if kind not in MODELS:
+        raise ConfigError(f"model.kind: must be one of {', '.join(map(repr, sorted(MODELS)))}, got {kind!r}")
+    return MODELS[kind].config_class
+
+
 def config_from_dict(values: Any, source: str = "config") -> TrainConfig:
     """A checked :class:`TrainConfig` from nested dictionaries; ``source`` names them in errors."""
-    return from_mapping(TrainConfig, values, source, {"model": ModelConfig, "schedule": ScheduleConfig})
+    model = values.get("model") if isinstance(values, dict) else None
+    kind = model.get("kind", DEFAULT_MODEL) if isinstance(model, dict) else DEFAULT_MODEL
+    try:
+        model_class = model_config_class(kind)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return from_mapping(TrainConfig, values, source, {"model": model_class, "schedule": ScheduleConfig})

@@ -9,10 +9,12 @@ from typing import Any
 import torch
 
 from latentworld.checkpoint import load_model, resolve_checkpoint, run_dir_of
+from latentworld.config import TrainConfig
 from latentworld.data import load_dataset
 from latentworld.errors import RunDirError
 from latentworld.fileio import atomic_write_bytes, check_output_dir
 from latentworld.metrics import PAPER_TABLE_1A, evaluate_model, smoothed_means
+from latentworld.models import MODELS
 from latentworld.plots import (
     plot_angle_predictions,
     plot_latent_space,
@@ -33,11 +35,10 @@ def default_output_dir(checkpoint_dir: Path) -> Path:
     return run_dir / "eval" if run_dir is not None else DEFAULT_EVAL_ROOT / checkpoint_dir.name
 
 
-def model_label(config_dict: dict[str, Any]) -> str:
+def model_label(config: TrainConfig) -> str:
     """Row name in the paper's style, e.g. ``VHP-EKVAE (CO)``."""
-    prefix = "VHP-" if config_dict["model"]["prior"] == "vhp" else ""
-    schedule = "CO" if config_dict["schedule"]["kind"] == "rewo" else "annealing"
-    return f"{prefix}EKVAE ({schedule})"
+    schedule = "CO" if config.schedule.kind == "rewo" else "annealing"
+    return f"{MODELS[config.model.kind].label(config.model)} ({schedule})"
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -82,7 +83,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
     for split in (train, test):
         split.check_fits(model.obs_shape, model.dim_u, data_path, f"the model of {checkpoint_dir}")
     metrics = evaluate_model(model, train, test, seed=seed)
-    label = model_label({"model": vars(config.model), "schedule": vars(config.schedule)})
+    label = model_label(config)
     paper = PAPER_TABLE_1A if meta["env_id"].startswith("dm_control/pendulum") else {}
     table = format_table({f"ours: {label}": metrics, **{f"paper: {k}": v for k, v in paper.items()}})
 

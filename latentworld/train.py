@@ -40,7 +40,7 @@ from latentworld.checkpoint import (
 from latentworld.config import TrainConfig, config_from_dict, config_to_dict
 from latentworld.data import SequenceDataset, load_dataset
 from latentworld.distributed import LossTerms, join_process_group
-from latentworld.errors import CheckpointError, ConfigError, DatasetError, RunDirError
+from latentworld.errors import CheckpointError, ConfigError, RunDirError
 from latentworld.fileio import (
     atomic_write_bytes,
     check_writable,
@@ -49,14 +49,13 @@ from latentworld.fileio import (
     remove_stale_temporaries,
 )
 from latentworld.metrics import r2_scores
-from latentworld.models import MODELS
+from latentworld.models import MODELS, StateSpaceModel
 from latentworld.noise import batch_shard
 from latentworld.rewo import KLAnnealing, Rewo
 
 HISTORY_FILE = "history.jsonl"
 LOG_EVERY = 25
 VALIDATION_SEQUENCES = 256
-IMAGE_OBS_KINDS = ("image", "image_conv")
 # Config fields a resumed run may change: `steps` extends (or shortens) the run; the cosine learning-rate
 # schedule then follows the new length from the resumed step on.
 RESUMABLE_CHANGES = ("steps", "eval_every", "threads")
@@ -69,17 +68,11 @@ def make_schedule(config: TrainConfig) -> Rewo | KLAnnealing:
     return KLAnnealing(beta0=s.beta0, steps=s.anneal_steps)
 
 
-def build_model(config: TrainConfig, data: SequenceDataset, kind: str = "ekvae") -> torch.nn.Module:
-    """The model for ``data``'s observations, or a :class:`DatasetError` if its networks cannot take them."""
-    obs_kind, obs_shape = config.model.obs_kind, tuple(data.obs.shape[2:])
-    if data.is_image != (obs_kind in IMAGE_OBS_KINDS):
-        fitting = " or ".join(map(repr, IMAGE_OBS_KINDS)) if data.is_image else "'vector'"
-        raise DatasetError(f"{config.data} holds {data.metadata['obs_type']} observations but model.obs_kind is "
-                           f"{obs_kind!r}; use {fitting}")
-    if obs_kind == "image_conv" and (obs_shape[1] % 16 or obs_shape[2] % 16):
-        raise DatasetError(f"{config.data} has {obs_shape[1]}x{obs_shape[2]} frames; model.obs_kind 'image_conv' "
-                           "needs sides divisible by 16 (e.g. 64x64); use 'image' for small frames")
-    return MODELS[kind](config.model, obs_shape, data.actions.shape[-1])
+def build_model(config: TrainConfig, data: SequenceDataset) -> StateSpaceModel:
+    """The model ``config.model.kind`` for ``data``, or a :class:`DatasetError` if it cannot take them."""
+    model_class, obs_shape = MODELS[config.model.kind], tuple(data.obs.shape[2:])
+    model_class.check_data(config.model, data.is_image, obs_shape, config.data)
+    return model_class(config.model, obs_shape, data.actions.shape[-1])
 
 
 def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
@@ -95,14 +88,14 @@ def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
             if before[key] != after[key] and key not in RESUMABLE_CHANGES]
 
 
-def model_meta(config: TrainConfig, data: SequenceDataset, kind: str, step: int, extra: dict[str, Any]
-               ) -> dict[str, Any]:
+def model_meta(config: TrainConfig, data: SequenceDataset, model: StateSpaceModel, step: int,
+               extra: dict[str, Any]) -> dict[str, Any]:
     return {
-        "model_class": kind,
-        "obs_shape": list(data.obs.shape[2:]),
-        "dim_u": int(data.actions.shape[-1]),
-        "dim_z": config.model.dim_z,
-        "dim_a": config.model.dim_a,
+        "model_class": model.kind,
+        "obs_shape": list(model.obs_shape),
+        "dim_u": model.dim_u,
+        "dim_z": model.dim_z,
+        "position_dims": model.position_dims,
         "data": config.data,
         "env_id": data.metadata["env_id"],
         "dataset_name": data.metadata.get("name"),
@@ -142,8 +135,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.train_data = load_dataset(config.data, "train")
         self.test_data = load_dataset(config.data, "test")
-        self.kind = "ekvae"
-        self.model = build_model(config, self.train_data, self.kind)
+        self.model = build_model(config, self.train_data)
         self.loss_terms: torch.nn.Module = LossTerms(self.model)
         if self.group.world_size > 1:  # averages the gradients of the processes during backward
             self.loss_terms = DistributedDataParallel(self.loss_terms)
@@ -221,7 +213,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
         }
-        meta = model_meta(self.config, self.train_data, self.kind, self.step,
+        meta = model_meta(self.config, self.train_data, self.model, self.step,
                           {"schedule": self.config.schedule.kind, "d0": self.schedule.d0,
                            "world_size": self.group.world_size,
                            "train_seconds": round(self.elapsed, 1), **(extra or {})})

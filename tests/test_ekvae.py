@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from latentworld.config import ModelConfig
 from latentworld.gaussian import mvn_kl, mvn_log_prob
 from latentworld.kalman import kalman_smoother
 from latentworld.models import EKVAE
+from latentworld.models.ekvae import EKVAEConfig
 
 
 def tiny_model(**overrides) -> EKVAE:
     torch.manual_seed(0)
-    config = ModelConfig(num_bases=3, mixer_hidden=8, hidden=16, **overrides)
+    config = EKVAEConfig(num_bases=3, mixer_hidden=8, hidden=16, **overrides)
     return EKVAE(config, (1, 8, 8), 1)
 
 

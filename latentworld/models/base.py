@@ -11,7 +11,7 @@ Shapes: x ``(B, T, *obs_shape)`` observations (images ``(C, H, W)`` in [0, 1], o
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,14 +24,28 @@ class StateSpaceModel(nn.Module, ABC):
     """A deep state-space model: what training, evaluation and the latent envs need from it.
 
     Attributes:
-        kind: the registry name, recorded in a checkpoint's ``meta.json``.
+        kind: the registry name: ``model.kind`` in a config, ``model_class`` in ``meta.json``.
+        config_class: its settings dataclass (fields declared with ``latentworld.settings.setting``,
+            first of them ``kind``); built as ``model_class(config, obs_shape, dim_u)``.
         obs_shape: one observation's shape.
         dim_u: action size.
     """
 
     kind: ClassVar[str]
+    config_class: ClassVar[type]
     obs_shape: tuple[int, ...]
     dim_u: int
+
+    @classmethod
+    @abstractmethod
+    def label(cls, config: Any) -> str:
+        """The model's row name in result tables, e.g. ``"VHP-EKVAE"``."""
+
+    @classmethod
+    @abstractmethod
+    def check_data(cls, config: Any, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
+        """Raise :class:`~latentworld.errors.DatasetError` if a data set (images or vectors of
+        ``obs_shape``, named ``source``) cannot be modelled with ``config``."""
 
     # ----- sizes
     @property

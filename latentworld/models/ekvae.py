@@ -19,16 +19,54 @@ through Eq. 18 at a sample of the smoothed z_1 (README, "Choices").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from latentworld.config import ModelConfig
+from latentworld.errors import ConfigError, DatasetError
 from latentworld.gaussian import LOG_2PI, mvn_entropy, mvn_kl, mvn_log_prob, mvn_sample
 from latentworld.kalman import KalmanResult, kalman_filter_step, kalman_smoother, kalman_update
 from latentworld.models.base import Belief, StateSpaceModel
 from latentworld.models.networks import Decoder, Encoder, mlp
 from latentworld.models.prior import make_prior
 from latentworld.noise import batch_noise
+from latentworld.settings import check_settings, setting
+
+
+@dataclass
+class EKVAEConfig:
+    """The EKVAE's sizes and options (``model.kind: ekvae``)."""
+
+    kind: str = setting("ekvae", choices=("ekvae",))
+    """The model (the registry name in ``latentworld.models.MODELS``)."""
+    dim_z: int = setting(3, low=1)
+    """Size of the latent state z (position dims first, then velocity dims)."""
+    dim_a: int = setting(2, low=1)
+    """Size of the auxiliary variable a = H z + noise (the position part of z)."""
+    num_bases: int = setting(16, low=1)
+    """M, the number of base matrices F, B, Q mixed by softmax(g(z, u))."""
+    mixer_hidden: int = setting(64, low=1)
+    """Width of the MLP g(z, u) that predicts the mixing weights."""
+    obs_kind: str = setting("image", choices=("image", "image_conv", "vector"))
+    """Observation networks: "image" (MLP, small grayscale), "image_conv" (64×64 RGB) or "vector"."""
+    hidden: int = setting(256, low=1)
+    """Width of the encoder/decoder hidden layers."""
+    prior: str = setting("vhp", choices=("vhp", "normal"))
+    """Initial-state prior: "vhp" (variational hierarchical prior) or "normal" (ablation)."""
+    learn_h: bool = False
+    """Learn H instead of the rectangular identity (disables the position/velocity split)."""
+    inference: str = setting("smoother", choices=("smoother", "filter"))
+    """Recognition model: "smoother" (paper §4) or "filter" (App. A.6)."""
+    init_process_logvar: float = setting(-5.0, low=-20, high=5)
+    """Initial log-variance of the process noise Q."""
+    init_obs_logvar: float = setting(-4.0, low=-20, high=5)
+    """Initial log-variance of the pseudo-observation noise R."""
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.dim_a > self.dim_z:
+            raise ConfigError(f"dim_a ({self.dim_a}) must not exceed dim_z ({self.dim_z}): a = H z is part of z")
 
 
 class EKVAE(StateSpaceModel):
@@ -41,8 +79,24 @@ class EKVAE(StateSpaceModel):
     """
 
     kind = "ekvae"
+    config_class = EKVAEConfig
+    IMAGE_OBS_KINDS = ("image", "image_conv")
 
-    def __init__(self, config: ModelConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
+    @classmethod
+    def label(cls, config: EKVAEConfig) -> str:
+        return "VHP-EKVAE" if config.prior == "vhp" else "EKVAE"
+
+    @classmethod
+    def check_data(cls, config: EKVAEConfig, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
+        if is_image != (config.obs_kind in cls.IMAGE_OBS_KINDS):
+            fitting = " or ".join(map(repr, cls.IMAGE_OBS_KINDS)) if is_image else "'vector'"
+            raise DatasetError(f"{source} holds {'image' if is_image else 'vector'} observations but model.obs_kind "
+                               f"is {config.obs_kind!r}; use {fitting}")
+        if config.obs_kind == "image_conv" and (obs_shape[1] % 16 or obs_shape[2] % 16):
+            raise DatasetError(f"{source} has {obs_shape[1]}x{obs_shape[2]} frames; model.obs_kind 'image_conv' "
+                               "needs sides divisible by 16 (e.g. 64x64); use 'image' for small frames")
+
+    def __init__(self, config: EKVAEConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
         super().__init__()
         if config.dim_a > config.dim_z:
             raise ValueError(f"dim_a ({config.dim_a}) must not exceed dim_z ({config.dim_z})")
