@@ -77,8 +77,8 @@ class LatentDynamics:
         if initial not in INITIAL_KINDS:
             raise ConfigError(f"initial must be one of {INITIAL_KINDS}, got {initial!r}")
         if model.position_dims is None:
-            raise CheckpointError("this model's z is not split into position and velocity (an EKVAE that "
-                                  "learns H); rewards need it (train with model.learn_h=false)")
+            raise CheckpointError(f"this {model.kind} model's z is not split into position and velocity; rewards "
+                                  "need a model that is (e.g. the EKVAE with model.learn_h=false)")
         if not (np.isfinite(noise_scale) and noise_scale >= 0):
             raise ConfigError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
         if not (np.isfinite(state_bound) and state_bound > 0):

@@ -16,6 +16,11 @@ VARIANTS = {
         ({**SMALL, "learn_h": True}, (1, 16, 16), 1),
         ({**SMALL, "obs_kind": "image_conv", "dim_z": 6, "dim_a": 4}, (3, 32, 32), 2),
     ],
+    "dks": [
+        ({"dim_z": 3, "hidden": 16, "feature_dim": 8, "rnn_hidden": 8, "transition_hidden": 8}, (1, 16, 16), 1),
+        ({"dim_z": 4, "hidden": 16, "feature_dim": 8, "rnn_hidden": 8, "transition_hidden": 8, "obs_kind": "vector",
+          "prior": "normal"}, (4,), 2),
+    ],
 }
 CASES = [pytest.param(kind, *variant, id=f"{kind}-{i}") for kind, variants in VARIANTS.items()
          for i, variant in enumerate(variants)]

@@ -4,8 +4,9 @@ the observer reach them only through ``MODELS`` and that interface. ``check_mode
 (``latentworld.models.check``) tests a model class against it."""
 
 from latentworld.models.base import StateSpaceModel
+from latentworld.models.dks import DKS
 from latentworld.models.ekvae import EKVAE
 
-MODELS: dict[str, type[StateSpaceModel]] = {EKVAE.kind: EKVAE}
+MODELS: dict[str, type[StateSpaceModel]] = {model.kind: model for model in (EKVAE, DKS)}
 
-__all__ = ["EKVAE", "MODELS", "StateSpaceModel"]
+__all__ = ["DKS", "EKVAE", "MODELS", "StateSpaceModel"]
