@@ -48,6 +48,16 @@ def mvn_kl(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor) -> Tensor:
     return 0.5 * (trace + (white**2).sum(-1) - mean0.shape[-1] + logdet1 - logdet0)
 
 
+def expected_observation_nll(a: Tensor, mean: Tensor, cov: Tensor, H: Tensor, R: Tensor) -> Tensor:
+    """E_{z ~ N(mean, cov)}[−log N(a; H z, R)] in closed form (paper Eq. 18's first term), R diagonal:
+    −log N(a; H mean, R) + tr(R⁻¹ H cov Hᵀ) / 2.
+
+    Args: a ``(B, Da)``, mean ``(B, Dz)``, cov ``(B, Dz, Dz)``, H ``(Da, Dz)``, R ``(Da, Da)``. Returns ``(B,)``.
+    """
+    trace = 0.5 * torch.diagonal(H @ cov @ H.T, dim1=-2, dim2=-1).div(torch.diagonal(R)).sum(-1)
+    return -mvn_log_prob(a, mean @ H.T, R.expand(a.shape[0], -1, -1)) + trace
+
+
 def mvn_sample(mean: Tensor, cov: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One reparameterised sample. Args: mean ``(..., D)``, cov ``(..., D, D)``. Returns ``(..., D)``."""
     noise = batch_noise(mean, generator)

@@ -96,3 +96,21 @@ def test_limited_angles_are_the_joints_with_a_range_shorter_than_a_turn():
     metadata = {"state_names": ["shoulder", "wrist", "shoulder_velocity", "wrist_velocity"],
                 "angle_state_dims": [0, 1], "initial_state": {"angle_ranges": [[-3.1416, 3.1416], [-2.79, 2.79]]}}
     assert limited_angles(metadata) == ["wrist"]
+
+
+def test_the_closed_form_initial_term_equals_a_monte_carlo_estimate():
+    """Eq. 18: E_{z~N(m, P)}[-log N(a; H z, R)] = -log N(a; H m, R) + tr(R^-1 H P H^T) / 2."""
+    from latentworld.gaussian import expected_observation_nll, mvn_log_prob
+
+    generator = torch.Generator().manual_seed(0)
+    dz, da = 4, 2
+    root = torch.randn(2, dz, dz, generator=generator, dtype=torch.float64)
+    cov = root @ root.mT + 0.1 * torch.eye(dz, dtype=torch.float64)
+    mean = torch.randn(2, dz, generator=generator, dtype=torch.float64)
+    H = torch.randn(da, dz, generator=generator, dtype=torch.float64)
+    R = torch.diag(torch.rand(da, generator=generator, dtype=torch.float64) + 0.5)
+    a = torch.randn(2, da, generator=generator, dtype=torch.float64)
+    samples = mean + (torch.linalg.cholesky(cov) @ torch.randn(200_000, 2, dz, 1, generator=generator,
+                                                               dtype=torch.float64)).squeeze(-1)
+    monte_carlo = -mvn_log_prob(a.expand(200_000, -1, -1), samples @ H.T, R.expand(200_000, 2, -1, -1)).mean(0)
+    torch.testing.assert_close(expected_observation_nll(a, mean, cov, H, R), monte_carlo, rtol=2e-3, atol=2e-3)

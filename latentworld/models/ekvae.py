@@ -25,7 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from latentworld.errors import ConfigError, DatasetError
-from latentworld.gaussian import LOG_2PI, mvn_entropy, mvn_kl, mvn_log_prob, mvn_sample
+from latentworld.gaussian import (
+    LOG_2PI,
+    expected_observation_nll,
+    mvn_entropy,
+    mvn_kl,
+    mvn_log_prob,
+    mvn_sample,
+)
 from latentworld.kalman import KalmanResult, kalman_filter_step, kalman_smoother, kalman_update
 from latentworld.models.base import Belief, StateSpaceModel
 from latentworld.models.networks import Decoder, Encoder, mlp
@@ -260,9 +267,7 @@ class EKVAE(StateSpaceModel):
 
         # Initial term (Eq. 18): E_s(z1)[-log N(a_1; H z_1, R)] in closed form, -H[s(z1)], -F_VHP(z_1).
         m1, P1 = post_mean[:, 0], post_cov[:, 0]
-        # tr(R^-1 H P1 H^T) / 2 with R diagonal
-        trace_term = 0.5 * torch.diagonal(H @ P1 @ H.T, dim1=-2, dim2=-1).div(torch.diagonal(R)).sum(-1)
-        nll_a1 = -mvn_log_prob(a[:, 0], m1 @ H.T, R.expand(batch, -1, -1)) + trace_term
+        nll_a1 = expected_observation_nll(a[:, 0], m1, P1, H, R)
         z1 = mvn_sample(m1, P1)
         rate = -entropy_q[:, 0] + nll_a1 - mvn_entropy(P1) - self.prior.log_prob_bound(z1)
 
