@@ -84,8 +84,9 @@ def config_differences(old: TrainConfig, new: TrainConfig) -> list[str]:
         return out
 
     before, after = flat(config_to_dict(old)), flat(config_to_dict(new))
-    return [f"{key}: {before[key]!r} -> {after[key]!r}" for key in before
-            if before[key] != after[key] and key not in RESUMABLE_CHANGES]
+    keys = [*before, *(key for key in after if key not in before)]  # another model kind has other fields
+    return [f"{key}: {before.get(key, '(absent)')!r} -> {after.get(key, '(absent)')!r}" for key in keys
+            if before.get(key) != after.get(key) and key not in RESUMABLE_CHANGES]
 
 
 def model_meta(config: TrainConfig, data: SequenceDataset, model: StateSpaceModel, step: int,
