@@ -150,7 +150,7 @@ CASES = [
     pytest.param(train_with("model.inference=smother"), "model.inference: must be one of 'smoother', 'filter'",
                  id="config-inference-misspelt"),
     pytest.param(train_with("model.prior=gaussian"), "model.prior: must be one of", id="config-prior-unknown"),
-    pytest.param(train_with("model.kind=rssm"), "model.kind: must be one of 'dks', 'ekvae', got 'rssm'", id="config-model-unknown"),
+    pytest.param(train_with("model.kind=rssm"), "model.kind: must be one of 'dks', 'dvbs', 'ekvae', got 'rssm'", id="config-model-unknown"),
     pytest.param(train_with("schedule.kind=anneal"), "schedule.kind: must be one of", id="config-schedule-unknown"),
     pytest.param(train_with("model.obs_kind=mlp"), "model.obs_kind: must be one of", id="config-obs-kind-unknown"),
     pytest.param(train_with("batch_size=0"), "batch_size: must lie in [1, inf)", id="config-batch-size-zero"),

@@ -21,6 +21,12 @@ VARIANTS = {
         ({"dim_z": 4, "hidden": 16, "feature_dim": 8, "rnn_hidden": 8, "transition_hidden": 8, "obs_kind": "vector",
           "prior": "normal"}, (4,), 2),
     ],
+    "dvbs": [
+        ({"dim_z": 3, "dim_w": 2, "num_bases": 3, "mixer_hidden": 8, "hidden": 16, "feature_dim": 8,
+          "recognition_hidden": 8}, (1, 16, 16), 1),
+        ({"dim_z": 4, "dim_w": 4, "num_bases": 2, "mixer_hidden": 8, "hidden": 16, "feature_dim": 8,
+          "recognition_hidden": 8, "obs_kind": "vector", "prior": "normal", "init_frames": 1}, (4,), 2),
+    ],
 }
 CASES = [pytest.param(kind, *variant, id=f"{kind}-{i}") for kind, variants in VARIANTS.items()
          for i, variant in enumerate(variants)]

@@ -68,7 +68,7 @@ def test_bad_checkpoints_give_one_clear_error(debug_config, tmp_path):
         load_model(run, expect_kind="rssm")
     checkpoint = run / "checkpoint"
     meta = json.loads((checkpoint / "meta.json").read_text())
-    (checkpoint / "meta.json").write_text(json.dumps({**meta, "model_class": "dvbs"}))
+    (checkpoint / "meta.json").write_text(json.dumps({**meta, "model_class": "rssm"}))
     with pytest.raises(CheckpointError, match="unknown model class"):
         load_model(run)
     (checkpoint / "meta.json").write_text(json.dumps(meta))
@@ -142,16 +142,20 @@ def test_a_save_interrupted_at_any_stage_leaves_one_consistent_checkpoint(debug_
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "history.jsonl", "run_config.yaml", "tb"]
 
 
-def test_another_model_kind_trains_and_evaluates_through_the_cli(tmp_path, capsys):
+@pytest.mark.parametrize("kind, small", [
+    ("dks", ["model.rnn_hidden=8", "model.transition_hidden=8"]),
+    ("dvbs", ["model.recognition_hidden=8", "model.num_bases=3", "model.mixer_hidden=8"]),
+])
+def test_the_baselines_train_and_evaluate_through_the_cli(kind, small, tmp_path, capsys):
     data = write_synthetic_pendulum(tmp_path / "pendulum.npz")
     settings = [f"data={data}", "threads=1", "steps=12", "eval_every=6", "batch_size=4", "schedule.calibration_steps=4",
-                "model.hidden=16", "model.feature_dim=8", "model.rnn_hidden=8", "model.transition_hidden=8"]
-    run = tmp_path / "dks"
-    assert main(["train", "--config", "configs/pendulum_dks.yaml", *(p for s in settings for p in ("--set", s)),
+                "model.hidden=16", "model.feature_dim=8", *small]
+    run = tmp_path / kind
+    assert main(["train", "--config", f"configs/pendulum_{kind}.yaml", *(p for s in settings for p in ("--set", s)),
                  "--run-dir", str(run), "--no-progress"]) == 0
     model, config, meta = load_model(run)
-    assert meta["model_class"] == config.model.kind == model.kind == "dks" and meta["position_dims"] is None
+    assert meta["model_class"] == config.model.kind == model.kind == kind and meta["position_dims"] is None
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
-    assert "ours: VHP-DKS (CO)" in capsys.readouterr().out
+    assert f"ours: VHP-{kind.upper()} (CO)" in capsys.readouterr().out
     assert main(["imagine", str(run), "--goal", "0,0,0"]) == 2  # no position/velocity split: no rewards
     assert "not split into position and velocity" in capsys.readouterr().err

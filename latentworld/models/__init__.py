@@ -5,8 +5,9 @@ the observer reach them only through ``MODELS`` and that interface. ``check_mode
 
 from latentworld.models.base import StateSpaceModel
 from latentworld.models.dks import DKS
+from latentworld.models.dvbs import DVBS
 from latentworld.models.ekvae import EKVAE
 
-MODELS: dict[str, type[StateSpaceModel]] = {model.kind: model for model in (EKVAE, DKS)}
+MODELS: dict[str, type[StateSpaceModel]] = {model.kind: model for model in (EKVAE, DKS, DVBS)}
 
-__all__ = ["DKS", "EKVAE", "MODELS", "StateSpaceModel"]
+__all__ = ["DKS", "DVBS", "EKVAE", "MODELS", "StateSpaceModel"]

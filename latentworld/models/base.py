@@ -67,11 +67,13 @@ class StateSpaceModel(nn.Module, ABC):
 
     @abstractmethod
     def observation_parameters(self) -> list[nn.Parameter]:
-        """Encoder and decoder (θ, φ): all that REWO's initial phase trains."""
+        """Decoder and recognition (θ, φ): all that REWO's initial phase trains (the EKVAE: its
+        encoder q(a|x) and decoder; a model that infers z directly: its whole inference network)."""
 
-    @abstractmethod
     def dynamics_parameters(self) -> list[nn.Parameter]:
         """Every other parameter (the two groups partition ``parameters()``)."""
+        own = {id(p) for p in self.observation_parameters()}
+        return [p for p in self.parameters() if id(p) not in own]
 
     # ----- inference and prediction
     @abstractmethod

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from latentworld.errors import DatasetError
 from latentworld.models.base import Belief, StateSpaceModel
-from latentworld.models.networks import Decoder, Encoder, mlp
+from latentworld.models.networks import Decoder, Encoder, check_observation_kind, mlp
 from latentworld.models.prior import diag_gaussian_log_prob, make_prior
 from latentworld.noise import batch_noise
 from latentworld.settings import check_settings, setting
@@ -72,12 +71,7 @@ class DKS(StateSpaceModel):
 
     @classmethod
     def check_data(cls, config: DKSConfig, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
-        if is_image != (config.obs_kind != "vector"):
-            raise DatasetError(f"{source} holds {'image' if is_image else 'vector'} observations but model.obs_kind "
-                               f"is {config.obs_kind!r}")
-        if config.obs_kind == "image_conv" and (obs_shape[1] % 16 or obs_shape[2] % 16):
-            raise DatasetError(f"{source} has {obs_shape[1]}x{obs_shape[2]} frames; 'image_conv' needs sides "
-                               "divisible by 16")
+        check_observation_kind(config.obs_kind, is_image, obs_shape, source)
 
     def __init__(self, config: DKSConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
         super().__init__()
@@ -105,11 +99,10 @@ class DKS(StateSpaceModel):
         return None
 
     def observation_parameters(self) -> list[nn.Parameter]:
-        return [*self.encoder.parameters(), *self.decoder.parameters()]
-
-    def dynamics_parameters(self) -> list[nn.Parameter]:
-        own = {id(p) for p in self.observation_parameters()}
-        return [p for p in self.parameters() if id(p) not in own]
+        """Decoder (θ) and the whole recognition (φ: frame encoder, GRU, combiner): together a VAE
+        of the frames, which REWO's initial phase trains before the transition."""
+        recognition = (self.encoder, self.rnn, self.combine_z, self.combine_out)
+        return [*self.decoder.parameters(), *(p for net in recognition for p in net.parameters()), self.z0]
 
     # ----- pieces
     def _future_summaries(self, x: Tensor) -> Tensor:
@@ -194,8 +187,7 @@ class DKS(StateSpaceModel):
         return mean + noise_scale * noise * (0.5 * logvar).exp()
 
     def decode_mean(self, z: Tensor) -> Tensor:
-        lead = z.shape[:-1]
-        return self.decoder.mean(z.reshape(-1, z.shape[-1])).reshape(*lead, *self.obs_shape)
+        return self.decoder.mean(z)
 
     @torch.no_grad()
     def filter_step(self, belief: Belief | None, u_prev: Tensor | None, x: Tensor) -> Belief:

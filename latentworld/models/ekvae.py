@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from latentworld.errors import ConfigError, DatasetError
+from latentworld.errors import ConfigError
 from latentworld.gaussian import (
     LOG_2PI,
     expected_observation_nll,
@@ -35,7 +35,7 @@ from latentworld.gaussian import (
 )
 from latentworld.kalman import KalmanResult, kalman_filter_step, kalman_smoother, kalman_update
 from latentworld.models.base import Belief, StateSpaceModel
-from latentworld.models.networks import Decoder, Encoder, mlp
+from latentworld.models.networks import Decoder, Encoder, check_observation_kind, mlp
 from latentworld.models.prior import make_prior
 from latentworld.noise import batch_noise
 from latentworld.settings import check_settings, setting
@@ -87,7 +87,6 @@ class EKVAE(StateSpaceModel):
 
     kind = "ekvae"
     config_class = EKVAEConfig
-    IMAGE_OBS_KINDS = ("image", "image_conv")
 
     @classmethod
     def label(cls, config: EKVAEConfig) -> str:
@@ -95,13 +94,7 @@ class EKVAE(StateSpaceModel):
 
     @classmethod
     def check_data(cls, config: EKVAEConfig, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
-        if is_image != (config.obs_kind in cls.IMAGE_OBS_KINDS):
-            fitting = " or ".join(map(repr, cls.IMAGE_OBS_KINDS)) if is_image else "'vector'"
-            raise DatasetError(f"{source} holds {'image' if is_image else 'vector'} observations but model.obs_kind "
-                               f"is {config.obs_kind!r}; use {fitting}")
-        if config.obs_kind == "image_conv" and (obs_shape[1] % 16 or obs_shape[2] % 16):
-            raise DatasetError(f"{source} has {obs_shape[1]}x{obs_shape[2]} frames; model.obs_kind 'image_conv' "
-                               "needs sides divisible by 16 (e.g. 64x64); use 'image' for small frames")
+        check_observation_kind(config.obs_kind, is_image, obs_shape, source)
 
     def __init__(self, config: EKVAEConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
         super().__init__()
@@ -129,10 +122,6 @@ class EKVAE(StateSpaceModel):
     # ----- parameter groups (REWO trains only the observation networks in its initial phase)
     def observation_parameters(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.decoder.parameters()]
-
-    def dynamics_parameters(self) -> list[nn.Parameter]:
-        own = {id(p) for p in self.observation_parameters()}
-        return [p for p in self.parameters() if id(p) not in own]
 
     # ----- sizes
     @property
@@ -208,9 +197,7 @@ class EKVAE(StateSpaceModel):
 
     def decode_mean(self, z: Tensor) -> Tensor:
         """Mean observation from z via a = H z. Args: z ``(..., Dz)``. Returns ``(..., *obs_shape)``."""
-        a = z @ self.H.T
-        lead = a.shape[:-1]
-        return self.decoder.mean(a.reshape(-1, a.shape[-1])).reshape(*lead, *self.obs_shape)
+        return self.decoder.mean(z @ self.H.T)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """q(a|x). Args: x ``(B, T, *obs_shape)``. Returns mean, logvar ``(B, T, Da)``."""

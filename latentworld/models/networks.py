@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from latentworld.errors import DatasetError
+
 
 def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int = 2, activation: type[nn.Module] = nn.ReLU
         ) -> nn.Sequential:
@@ -112,6 +114,21 @@ class Decoder(nn.Module):
         return log_density.flatten(1).sum(-1)
 
     def mean(self, a: Tensor) -> Tensor:
-        """The mean observation ``(N, *obs_shape)`` given a ``(N, Da)``."""
-        out = self(a)
+        """The mean observation ``(..., *obs_shape)`` given a ``(..., Da)``."""
+        out = self(a.reshape(-1, a.shape[-1])).reshape(*a.shape[:-1], *self.obs_shape)
         return torch.sigmoid(out) if self.log_std is None else out
+
+
+IMAGE_KINDS = ("image", "image_conv")
+
+
+def check_observation_kind(kind: str, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
+    """Raise :class:`DatasetError` unless the observation networks ``kind`` can take the data set
+    ``source`` (images or vectors of ``obs_shape``)."""
+    if is_image != (kind in IMAGE_KINDS):
+        fitting = " or ".join(map(repr, IMAGE_KINDS)) if is_image else "'vector'"
+        raise DatasetError(f"{source} holds {'image' if is_image else 'vector'} observations but model.obs_kind "
+                           f"is {kind!r}; use {fitting}")
+    if kind == "image_conv" and (obs_shape[1] % 16 or obs_shape[2] % 16):
+        raise DatasetError(f"{source} has {obs_shape[1]}x{obs_shape[2]} frames; model.obs_kind 'image_conv' "
+                           "needs sides divisible by 16 (e.g. 64x64); use 'image' for small frames")
