@@ -84,7 +84,10 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
         split.check_fits(model.obs_shape, model.dim_u, data_path, f"the model of {checkpoint_dir}")
     metrics = evaluate_model(model, train, test, seed=seed)
     label = model_label(config)
-    paper = PAPER_TABLE_1A if meta["env_id"].startswith("dm_control/pendulum") else {}
+    # The paper's rows of the same model family (its name in a row: "EKVAE", "DKS", "DVBS").
+    family = config.model.kind.upper()
+    paper = {name: row for name, row in PAPER_TABLE_1A.items() if name.split(" ")[0].split("-")[-1] == family
+             } if meta["env_id"].startswith("dm_control/pendulum") else {}
     table = format_table({f"ours: {label}": metrics, **{f"paper: {k}": v for k, v in paper.items()}})
 
     out.mkdir(parents=True, exist_ok=True)
