@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from agents.saved_policy import METHODS
-from latentworld.cli import describe
+from latentworld.cli import describe, positive_int
 from latentworld.errors import LatentworldError
 from latentworld.fileio import check_writable, refuse_package_dir
 
@@ -46,24 +46,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from agents.evaluate import evaluate_policy_dir, format_table
 
     torch.set_num_threads(args.threads)
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     out = Path(args.out) if args.out else Path(args.policy) / "real_eval"
     report = evaluate_policy_dir(args.policy, seeds, out, args.model, not args.no_baselines, not args.no_progress)
     print(format_table(report["results"]))
     print(f"[agents] results {report['json']}, video of seed {seeds[0]} {report['video']}")
     return 0
-
-
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,20 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="J(ω) only: start from a saved J(ω) policy of the same model (e.g. swing-up → rotation)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a setting of the method, e.g. --set iterations=800")
-    train.add_argument("--threads", type=_threads, default=1, help="torch threads")
+    train.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="run a saved policy in the real env beside random and zero actions")
     evaluate.add_argument("policy", help="policy directory")
     evaluate.add_argument("--model", default=None, help="model checkpoint (default: the policy's own)")
-    evaluate.add_argument("--episodes", type=int, default=20)
+    evaluate.add_argument("--episodes", type=positive_int, default=20)
     evaluate.add_argument("--first-seed", type=int, default=DEFAULT_FIRST_SEED,
                           help="episodes use seeds first-seed .. first-seed + episodes - 1")
     evaluate.add_argument("--out", default=None, help="folder for real_eval.json and episode.gif "
                           "(default: POLICY/real_eval)")
     evaluate.add_argument("--no-baselines", action="store_true", help="skip the random and zero-action rows")
-    evaluate.add_argument("--threads", type=_threads, default=1, help="torch threads")
+    evaluate.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=_evaluate)
     return parser

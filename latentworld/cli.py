@@ -66,7 +66,8 @@ def _imagine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type of a count: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -108,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     imagine.add_argument("checkpoint", help="training run or checkpoint directory, or a shipped pretrained name")
     imagine.add_argument("--goal", default=None, help="goal image path, or comma-separated latent values")
     imagine.add_argument("--reward", default="pos", choices=["pos", "vel"])
-    imagine.add_argument("--episodes", type=_count, default=4)
-    imagine.add_argument("--horizon", type=_count, default=30)
+    imagine.add_argument("--episodes", type=positive_int, default=4)
+    imagine.add_argument("--horizon", type=positive_int, default=30)
     imagine.add_argument("--seed", type=int, default=0)
     imagine.add_argument("--out", default=None, help="PNG of the decoded frames")
     imagine.set_defaults(func=_imagine)
