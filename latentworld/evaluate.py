@@ -13,7 +13,7 @@ from latentworld.config import TrainConfig
 from latentworld.data import load_dataset
 from latentworld.errors import RunDirError
 from latentworld.fileio import atomic_write_bytes, check_output_dir
-from latentworld.metrics import PAPER_TABLE_1A, evaluate_model, smoothed_means
+from latentworld.metrics import PAPER_TABLE_1A, PAPER_TABLE_2, evaluate_model, smoothed_means
 from latentworld.models import MODELS
 from latentworld.plots import (
     plot_angle_predictions,
@@ -86,7 +86,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
     label = model_label(config)
     # The paper's rows of the same model family (its name in a row: "EKVAE", "DKS", "DVBS").
     family = config.model.kind.upper()
-    paper = {name: row for name, row in PAPER_TABLE_1A.items() if name.split(" ")[0].split("-")[-1] == family
+    paper = {name: row for name, row in {**PAPER_TABLE_1A, **PAPER_TABLE_2}.items() if name.split(" ")[0].split("-")[-1] == family
              } if meta["env_id"].startswith("dm_control/pendulum") else {}
     table = format_table({f"ours: {label}": metrics, **{f"paper: {k}": v for k, v in paper.items()}})
 
