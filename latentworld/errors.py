@@ -31,3 +31,8 @@ class GoalError(LatentworldError):
 
 class RunDirError(LatentworldError):
     """An output directory exists and is not one this command may write into."""
+
+
+class ModelCapabilityError(LatentworldError):
+    """A model cannot do what is asked: e.g. a model whose transition carries a recurrent state beyond z
+    (KVAE, RSSM) cannot be imagined or filtered one z at a time."""

@@ -76,6 +76,7 @@ class LatentDynamics:
             raise ConfigError(f"reward must be one of {REWARD_KINDS}, got {reward!r}")
         if initial not in INITIAL_KINDS:
             raise ConfigError(f"initial must be one of {INITIAL_KINDS}, got {initial!r}")
+        model.require_markovian("a latent env")
         if model.position_dims is None:
             raise CheckpointError(f"this {model.kind} model's z is not split into position and velocity; rewards "
                                   "need a model that is (e.g. the EKVAE with model.learn_h=false)")

@@ -32,6 +32,7 @@ class Observer:
     """
 
     def __init__(self, model: StateSpaceModel) -> None:
+        model.require_markovian("the real-env observer")
         self.model = model
         self.dim_u: int = model.dim_u
         self._belief: tuple[Tensor, Tensor] | None = None

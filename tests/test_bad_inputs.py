@@ -111,6 +111,15 @@ def write_file(path: str, content: str | bytes) -> str:
     return path
 
 
+def tiny_kvae_run() -> str:
+    """A 4-step KVAE run: a model that is not Markov in z."""
+    preset = str(Path(DEBUG_CONFIG).parent / "pendulum_kvae.yaml")
+    settings = ["data=data.npz", "threads=1", "steps=4", "eval_every=4", "batch_size=8", "model.hidden=16",
+                "model.num_bases=2", "schedule.calibration_steps=2"]
+    Trainer(load_config(preset, settings), "kvae_run").fit(progress=False)
+    return "kvae_run"
+
+
 def train_with(*settings: str) -> Callable[[Path], list[str]]:
     return lambda world: [*TRAIN, *(part for s in settings for part in ("--set", s)), "--run-dir", "new_run"]
 
@@ -285,6 +294,8 @@ CASES = [
     pytest.param(goal(lambda: (np.savez("seq2.npz", obs=np.zeros((3, 16, 16), np.uint8),
                                         actions=np.zeros((2, 1), np.float32)), "seq2.npz")[1], "vel"),
                  "one per frame", id="goal-sequence-actions-shape"),
+    pytest.param(lambda w: ["imagine", tiny_kvae_run()], "a latent env needs a model whose state is z alone",
+                 id="imagine-non-markov-model"),
     pytest.param(lambda w: ["imagine", "run", "--out", "frames.xyz"], "name a .png file", id="imagine-out-not-png"),
     pytest.param(goal(lambda: ""), "--goal is empty", id="goal-empty"),
     pytest.param(lambda w: ["generate", "pendulum", "--out", "data.png"], "a data set is an .npz file",

@@ -27,6 +27,16 @@ VARIANTS = {
         ({"dim_z": 4, "dim_w": 4, "num_bases": 2, "mixer_hidden": 8, "hidden": 16, "feature_dim": 8,
           "recognition_hidden": 8, "obs_kind": "vector", "prior": "normal", "init_frames": 1}, (4,), 2),
     ],
+    "kvae": [
+        ({"num_bases": 3, "hidden": 16, "lstm_hidden": 8}, (1, 16, 16), 1),
+        ({"num_bases": 3, "hidden": 16, "lstm_hidden": 8, "obs_kind": "vector", "dim_z": 4, "dim_a": 2,
+          "prior": "normal", "learn_h": False}, (4,), 2),
+    ],
+    "rssm": [
+        ({"dim_z": 3, "deterministic": 8, "hidden": 16, "feature_dim": 8, "transition_hidden": 8}, (1, 16, 16), 1),
+        ({"dim_z": 2, "deterministic": 8, "hidden": 16, "feature_dim": 8, "transition_hidden": 8, "obs_kind": "vector",
+          "prior": "normal"}, (4,), 2),
+    ],
 }
 CASES = [pytest.param(kind, *variant, id=f"{kind}-{i}") for kind, variants in VARIANTS.items()
          for i, variant in enumerate(variants)]
@@ -80,3 +90,17 @@ def test_every_model_fits_a_fixed_batch(kind):
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) < 0.98 * sum(losses[:10]), losses[::10]
+
+
+@pytest.mark.parametrize("kind", sorted(kind for kind, model in MODELS.items() if not model.markovian))
+def test_models_with_a_recurrent_state_are_refused_by_the_latent_env_and_the_observer(kind):
+    from latentworld.errors import ModelCapabilityError
+    from latentworld.latent_env import LatentDynamics
+    from latentworld.observer import Observer
+
+    settings, obs_shape, dim_u = VARIANTS[kind][0]
+    model = MODELS[kind](MODELS[kind].config_class(**settings), obs_shape, dim_u)
+    with pytest.raises(ModelCapabilityError, match="a latent env needs a model whose state is z alone"):
+        LatentDynamics(model)
+    with pytest.raises(ModelCapabilityError, match="the real-env observer needs"):
+        Observer(model)

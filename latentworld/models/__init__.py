@@ -7,7 +7,9 @@ from latentworld.models.base import StateSpaceModel
 from latentworld.models.dks import DKS
 from latentworld.models.dvbs import DVBS
 from latentworld.models.ekvae import EKVAE
+from latentworld.models.kvae import KVAE
+from latentworld.models.rssm import RSSM
 
-MODELS: dict[str, type[StateSpaceModel]] = {model.kind: model for model in (EKVAE, DKS, DVBS)}
+MODELS: dict[str, type[StateSpaceModel]] = {model.kind: model for model in (EKVAE, DKS, DVBS, KVAE, RSSM)}
 
-__all__ = ["DKS", "DVBS", "EKVAE", "MODELS", "StateSpaceModel"]
+__all__ = ["DKS", "DVBS", "EKVAE", "KVAE", "MODELS", "RSSM", "StateSpaceModel"]

@@ -5,11 +5,13 @@ does) and on your own before you register it."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from latentworld.errors import ModelCapabilityError
 from latentworld.models.base import StateSpaceModel
 
 
@@ -26,6 +28,30 @@ def _shape(name: str, tensor: Tensor, shape: tuple[int, ...]) -> None:
     _expect(isinstance(tensor, Tensor) and tuple(tensor.shape) == shape,
             f"{name} must have shape {shape}, got {getattr(tensor, 'shape', type(tensor).__name__)}")
     _expect(bool(torch.isfinite(tensor).all()), f"{name} holds NaN or infinite values")
+
+
+def _refuses(call: Callable[[], Any]) -> bool:
+    try:
+        call()
+    except ModelCapabilityError:
+        return True
+    return False
+
+
+def _check_step_by_step(model: StateSpaceModel, x: Tensor, u: Tensor, z: Tensor) -> None:
+    """Imagination and online filtering, which a Markov model (z alone is the state) must provide."""
+    batch, dz, obs_shape = x.shape[0], model.dim_z, tuple(x.shape[2:])
+    following = model.sample_next(z, u[0, :1].expand(5, -1), torch.Generator().manual_seed(2))
+    _shape("sample_next()", following, (5, dz))
+    mean_a = model.sample_next(z, u[0, :1].expand(5, -1), noise_scale=0.0)
+    mean_b = model.sample_next(z, u[0, :1].expand(5, -1), torch.Generator().manual_seed(3), noise_scale=0.0)
+    _expect(torch.equal(mean_a, mean_b), "sample_next(noise_scale=0) must be the deterministic mean")
+    _shape("decode_mean()", model.decode_mean(z), (5, *obs_shape))
+    belief = model.filter_step(None, None, x[:, 0])
+    _shape("filter_step() first mean", belief[0], (batch, dz))
+    belief = model.filter_step(belief, u[:, 0], x[:, 1])
+    _shape("filter_step() mean", belief[0], (batch, dz))
+    _shape("filter_step() cov", belief[1], (batch, dz, dz))
 
 
 def check_model(model_class: type[StateSpaceModel], config: Any, obs_shape: tuple[int, ...], dim_u: int,
@@ -70,17 +96,12 @@ def check_model(model_class: type[StateSpaceModel], config: Any, obs_shape: tupl
                (batch, steps - n + 1, *obs_shape))
         z = model.sample_initial(5, torch.Generator().manual_seed(1))
         _shape("sample_initial(5)", z, (5, dz))
-        following = model.sample_next(z, u[0, :1].expand(5, -1), torch.Generator().manual_seed(2))
-        _shape("sample_next()", following, (5, dz))
-        mean_a = model.sample_next(z, u[0, :1].expand(5, -1), noise_scale=0.0)
-        mean_b = model.sample_next(z, u[0, :1].expand(5, -1), torch.Generator().manual_seed(3), noise_scale=0.0)
-        _expect(torch.equal(mean_a, mean_b), "sample_next(noise_scale=0) must be the deterministic mean")
-        _shape("decode_mean()", model.decode_mean(z), (5, *obs_shape))
-        belief = model.filter_step(None, None, x[:, 0])
-        _shape("filter_step() first mean", belief[0], (batch, dz))
-        belief = model.filter_step(belief, u[:, 0], x[:, 1])
-        _shape("filter_step() mean", belief[0], (batch, dz))
-        _shape("filter_step() cov", belief[1], (batch, dz, dz))
+        if model.markovian:
+            _check_step_by_step(model, x, u, z)
+        else:
+            for name, call in (("sample_next", lambda: model.sample_next(z, u[0, :1].expand(5, -1))),
+                               ("filter_step", lambda: model.filter_step(None, None, x[:, 0]))):
+                _expect(_refuses(call), f"{name}() of a model with markovian = False must raise ModelCapabilityError")
         if dp is not None:
             _shape("encode_position()", model.encode_position(x[:, 0]), (batch, dp))
 

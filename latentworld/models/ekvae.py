@@ -1,20 +1,7 @@
-"""The extended Kalman VAE (paper §4).
-
-Generative model (z ∈ R^Dz, a ∈ R^Da, u ∈ R^Du):
-
-- z_1 ~ p(z_1): the VHP (or N(0, I) as the ablation);
-- z_{t+1} ~ N(F z_t + B u_t, Q) with F, B, Q = Σ_m α_m (F^m, B^m, Q^m), α = softmax(g(z_t, u_t));
-  Q^m are diagonal variances, so every mixture stays positive definite;
-- a_t ~ N(H z_t, R): H the rectangular identity (first Da dims of z are the "position",
-  the rest the "velocity"), or learned with ``learn_h``; R learned diagonal;
-- x_t ~ p_θ(x_t | a_t): Bernoulli for images, Gaussian for angle vectors.
-
-Recognition: a_t ~ q_φ(a_t|x_t); the sampled a_{1:T} are the pseudo-observations of an
-extended Kalman smoother in z whose prediction step uses F, B, Q at the filtered mean.
-
-The filter's initial belief must be Gaussian but the VHP is not: the filter starts from a
-learned Gaussian N(m_0, diag s_0) (initialised to N(0, I)) and the VHP enters the rate
-through Eq. 18 at a sample of the smoothed z_1 (README, "Choices").
+"""The extended Kalman VAE (paper §4): the Kalman VAE (``kalman_vae.py``) whose mixing weights are
+a function of the state, α = softmax(g(z_t, u_t)), so the transition is nonlinear in z and the
+smoother linearises it at the filtered mean (neural linearisation, §4.1). z_t alone is the state:
+the model imagines and filters one step at a time.
 """
 
 from __future__ import annotations
@@ -22,61 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from latentworld.errors import ConfigError
-from latentworld.gaussian import (
-    LOG_2PI,
-    expected_observation_nll,
-    mvn_entropy,
-    mvn_kl,
-    mvn_log_prob,
-    mvn_sample,
-)
-from latentworld.kalman import KalmanResult, kalman_filter_step, kalman_smoother, kalman_update
-from latentworld.models.base import Belief, StateSpaceModel
-from latentworld.models.networks import Decoder, Encoder, check_observation_kind, mlp
-from latentworld.models.prior import make_prior
-from latentworld.noise import batch_noise
-from latentworld.settings import check_settings, setting
+from latentworld.kalman import kalman_filter_step, kalman_update
+from latentworld.models.base import Belief
+from latentworld.models.kalman_vae import KalmanVAE, KalmanVAEConfig
+from latentworld.models.networks import mlp
+from latentworld.settings import setting
 
 
 @dataclass
-class EKVAEConfig:
-    """The EKVAE's sizes and options (``model.kind: ekvae``)."""
+class EKVAEConfig(KalmanVAEConfig):
+    """The EKVAE's sizes and options (``model.kind: ekvae``): the Kalman VAE's and the mixer's width."""
 
     kind: str = setting("ekvae", choices=("ekvae",))
     """The model (the registry name in ``latentworld.models.MODELS``)."""
-    dim_z: int = setting(3, low=1)
-    """Size of the latent state z (position dims first, then velocity dims)."""
-    dim_a: int = setting(2, low=1)
-    """Size of the auxiliary variable a = H z + noise (the position part of z)."""
-    num_bases: int = setting(16, low=1)
-    """M, the number of base matrices F, B, Q mixed by softmax(g(z, u))."""
     mixer_hidden: int = setting(64, low=1)
     """Width of the MLP g(z, u) that predicts the mixing weights."""
-    obs_kind: str = setting("image", choices=("image", "image_conv", "vector"))
-    """Observation networks: "image" (MLP, small grayscale), "image_conv" (64×64 RGB) or "vector"."""
-    hidden: int = setting(256, low=1)
-    """Width of the encoder/decoder hidden layers."""
-    prior: str = setting("vhp", choices=("vhp", "normal"))
-    """Initial-state prior: "vhp" (variational hierarchical prior) or "normal" (ablation)."""
-    learn_h: bool = False
-    """Learn H instead of the rectangular identity (disables the position/velocity split)."""
-    inference: str = setting("smoother", choices=("smoother", "filter"))
-    """Recognition model: "smoother" (paper §4) or "filter" (App. A.6)."""
-    init_process_logvar: float = setting(-5.0, low=-20, high=5)
-    """Initial log-variance of the process noise Q."""
-    init_obs_logvar: float = setting(-4.0, low=-20, high=5)
-    """Initial log-variance of the pseudo-observation noise R."""
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        if self.dim_a > self.dim_z:
-            raise ConfigError(f"dim_a ({self.dim_a}) must not exceed dim_z ({self.dim_z}): a = H z is part of z")
 
 
-class EKVAE(StateSpaceModel):
+class EKVAE(KalmanVAE):
     """Extended Kalman VAE.
 
     Args:
@@ -92,94 +44,13 @@ class EKVAE(StateSpaceModel):
     def label(cls, config: EKVAEConfig) -> str:
         return "VHP-EKVAE" if config.prior == "vhp" else "EKVAE"
 
-    @classmethod
-    def check_data(cls, config: EKVAEConfig, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
-        check_observation_kind(config.obs_kind, is_image, obs_shape, source)
-
     def __init__(self, config: EKVAEConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
-        super().__init__()
-        if config.dim_a > config.dim_z:
-            raise ValueError(f"dim_a ({config.dim_a}) must not exceed dim_z ({config.dim_z})")
-        self.config, self.obs_shape, self.dim_u = config, tuple(obs_shape), dim_u
-        dz, da, m = config.dim_z, config.dim_a, config.num_bases
-        # (θ, φ): observation networks.
-        self.encoder = Encoder(config.obs_kind, self.obs_shape, da, config.hidden)
-        self.decoder = Decoder(config.obs_kind, self.obs_shape, da, config.hidden)
-        # ψ: transition, auxiliary-variable model and the filter's initial belief.
-        self.mixer = mlp(dz + dim_u, config.mixer_hidden, m)
-        self.F_bases = nn.Parameter(torch.eye(dz).repeat(m, 1, 1) + 0.01 * torch.randn(m, dz, dz))
-        self.B_bases = nn.Parameter(0.01 * torch.randn(m, dz, dim_u))
-        self.Q_logvar_bases = nn.Parameter(torch.full((m, dz), config.init_process_logvar))
-        self.R_logvar = nn.Parameter(torch.full((da,), config.init_obs_logvar))
-        eye = torch.eye(da, dz)
-        self.H_param = nn.Parameter(eye.clone()) if config.learn_h else None
-        self.register_buffer("H_identity", eye)
-        self.init_mean = nn.Parameter(torch.zeros(dz))
-        self.init_logvar = nn.Parameter(torch.zeros(dz))
-        # (ψ0, φ0): the prior of z_1.
-        self.prior = make_prior(config.prior, dz)
+        super().__init__(config, obs_shape, dim_u)
+        self.mixer = mlp(config.dim_z + dim_u, config.mixer_hidden, config.num_bases)
 
-    # ----- parameter groups (REWO trains only the observation networks in its initial phase)
-    def observation_parameters(self) -> list[nn.Parameter]:
-        return [*self.encoder.parameters(), *self.decoder.parameters()]
-
-    # ----- sizes
-    @property
-    def dim_z(self) -> int:
-        return self.config.dim_z
-
-    @property
-    def position_dims(self) -> int | None:
-        """Da when H is the rectangular identity (z = (position a, velocity)), else None."""
-        return self.config.dim_a if self.disentangled else None
-
-    # ----- model pieces
-    @property
-    def H(self) -> Tensor:
-        """``(Da, Dz)``."""
-        return self.H_identity if self.H_param is None else self.H_param
-
-    @property
-    def R(self) -> Tensor:
-        """``(Da, Da)`` diagonal."""
-        return torch.diag(self.R_logvar.exp())
-
-    @property
-    def disentangled(self) -> bool:
-        """True when the first Da dims of z are the position (H is the rectangular identity)."""
-        return self.H_param is None
-
-    def initial_belief(self, batch: int) -> Belief:
-        """The filter's Gaussian belief of z_1: mean ``(B, Dz)``, cov ``(B, Dz, Dz)``."""
-        mean = self.init_mean.expand(batch, -1)
-        cov = torch.diag(self.init_logvar.exp()).expand(batch, -1, -1)
-        return mean, cov
-
-    def _mixture(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """F ``(N, Dz, Dz)``, B ``(N, Dz, Du)`` and the diagonal of Q ``(N, Dz)`` at (z, u)."""
-        alpha = torch.softmax(self.mixer(torch.cat([z, u], dim=-1)), dim=-1)  # (N, M)
-        n, dz = z.shape
-        F_mix = (alpha @ self.F_bases.flatten(1)).view(n, dz, dz)
-        B_mix = (alpha @ self.B_bases.flatten(1)).view(n, dz, self.dim_u)
-        return F_mix, B_mix, alpha @ self.Q_logvar_bases.exp()
-
-    def transition(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Locally linear transition at (z, u), the Kalman core's ``transition`` callable.
-
-        Args: z ``(N, Dz)``, u ``(N, Du)``.
-        Returns: F ``(N, Dz, Dz)``, B ``(N, Dz, Du)``, Q ``(N, Dz, Dz)`` (diagonal).
-        """
-        F_mix, B_mix, q_var = self._mixture(z, u)
-        return F_mix, B_mix, torch.diag_embed(q_var)
-
-    def next_mean(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean ``(N, Dz)`` and diagonal variance ``(N, Dz)`` of p(z_{t+1} | z_t, u_t).
-
-        Args: z ``(N, Dz)``, u ``(N, Du)``.
-        """
-        F_mix, B_mix, q_var = self._mixture(z, u)
-        mean = (F_mix @ z.unsqueeze(-1) + B_mix @ u.unsqueeze(-1)).squeeze(-1)
-        return mean, q_var
+    def mixing_weights(self, z: Tensor, v: Tensor) -> Tensor:
+        """softmax(g(z, u)) ``(N, M)`` for z ``(N, Dz)``, u = v ``(N, Du)``."""
+        return torch.softmax(self.mixer(torch.cat([z, v], dim=-1)), dim=-1)
 
     def sample_next(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None,
                     noise_scale: float = 1.0) -> Tensor:
@@ -191,96 +62,10 @@ class EKVAE(StateSpaceModel):
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + noise_scale * noise * q_var.sqrt()
 
-    def sample_initial(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` samples of the prior p(z_1) ``(n, Dz)``."""
-        return self.prior.sample(n, generator)
-
-    def decode_mean(self, z: Tensor) -> Tensor:
-        """Mean observation from z via a = H z. Args: z ``(..., Dz)``. Returns ``(..., *obs_shape)``."""
-        return self.decoder.mean(z @ self.H.T)
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """q(a|x). Args: x ``(B, T, *obs_shape)``. Returns mean, logvar ``(B, T, Da)``."""
-        mean, logvar = self.encoder(x.reshape(-1, *self.obs_shape))
-        return mean.reshape(*x.shape[:2], -1), logvar.reshape(*x.shape[:2], -1)
-
-    def encode_position(self, x: Tensor) -> Tensor:
-        """Mean of q(a|x) for frames ``(N, *obs_shape)``: ``(N, Da)``."""
-        return self.encoder(x)[0]
-
-    def infer(self, a: Tensor, u: Tensor) -> KalmanResult:
-        """Extended Kalman filter + RTS smoother over pseudo-observations a ``(B, T, Da)``."""
-        mean0, cov0 = self.initial_belief(a.shape[0])
-        return kalman_smoother(a, u, self.transition, self.H, self.R, mean0, cov0)
-
-    def posterior(self, x: Tensor, u: Tensor, sample_a: bool = False) -> KalmanResult:
-        """Filtered and smoothed beliefs of z given images x ``(B, T, ...)``, actions u ``(B, T, Du)``.
-
-        Uses the mean of q(a|x) as pseudo-observations unless ``sample_a``.
-        """
-        mean_a, logvar_a = self.encode(x)
-        a = mean_a + batch_noise(mean_a) * (0.5 * logvar_a).exp() if sample_a else mean_a
-        return self.infer(a, u)
-
-    def posterior_means(self, x: Tensor, u: Tensor) -> Tensor:
-        """Smoothed means ``(B, T, Dz)`` with the encoder means as pseudo-observations."""
-        return self.posterior(x, u).smoothed_mean
-
-    def posterior_initial(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Smoothed mean ``(B, Dz)`` and covariance ``(B, Dz, Dz)`` of z_1."""
-        result = self.posterior(x, u)
-        return result.smoothed_mean[:, 0], result.smoothed_cov[:, 0]
-
-    # ----- objective (paper Eq. 15, 17, 18)
-    def loss_terms(self, x: Tensor, u: Tensor) -> dict[str, Tensor]:
-        """Distortion and rate per sequence, one reparameterised sample.
-
-        Args: x ``(B, T, *obs_shape)``, u ``(B, T, Du)``.
-        Returns: ``distortion`` and ``rate`` ``(B,)`` in nats, and ``distortion_per_dim`` (scalar,
-        the batch mean per time step and observed dimension, what REWO's D0 bounds).
-        """
-        batch, steps = x.shape[:2]
-        mean_a, logvar_a = self.encode(x)
-        a = mean_a + batch_noise(mean_a) * (0.5 * logvar_a).exp()
-        log_px = self.decoder.log_prob(x.reshape(batch * steps, *self.obs_shape), a.reshape(batch * steps, -1))
-        distortion = -log_px.reshape(batch, steps).sum(1)
-
-        result = self.infer(a, u)
-        smoothing = self.config.inference == "smoother"
-        post_mean = result.smoothed_mean if smoothing else result.filtered_mean
-        post_cov = result.smoothed_cov if smoothing else result.filtered_cov
-        H, R = self.H, self.R
-        entropy_q = 0.5 * (logvar_a + 1.0 + LOG_2PI).sum(-1)  # H[q(a_t|x_t)], (B, T)
-
-        # Initial term (Eq. 18): E_s(z1)[-log N(a_1; H z_1, R)] in closed form, -H[s(z1)], -F_VHP(z_1).
-        m1, P1 = post_mean[:, 0], post_cov[:, 0]
-        nll_a1 = expected_observation_nll(a[:, 0], m1, P1, H, R)
-        z1 = mvn_sample(m1, P1)
-        rate = -entropy_q[:, 0] + nll_a1 - mvn_entropy(P1) - self.prior.log_prob_bound(z1)
-
-        if steps > 1:
-            # Transition terms (Eq. 17): F, B, Q at a *sample* of z_{t-1}, so g(z, u) learns the
-            # whole state range, not only the filtered means (§4.3 (i)).
-            z_prev = mvn_sample(post_mean[:, :-1], post_cov[:, :-1]).reshape(-1, post_mean.shape[-1])
-            z_mean, q_var = self.next_mean(z_prev, u[:, :-1].reshape(-1, self.dim_u))
-            a_cov = (H * q_var.unsqueeze(-2)) @ H.T + R  # H diag(q) H^T + R
-            nll_a = -mvn_log_prob(a[:, 1:].reshape(-1, a.shape[-1]), z_mean @ H.T, a_cov).reshape(batch, -1)
-            rate = rate + (nll_a - entropy_q[:, 1:]).sum(1)
-            if smoothing:
-                kl = mvn_kl(post_mean[:, :-1], post_cov[:, :-1], result.filtered_mean[:, :-1],
-                            result.filtered_cov[:, :-1])
-                rate = rate + kl.sum(1)
-        return {
-            "distortion": distortion,
-            "rate": rate,
-            "distortion_per_dim": distortion.mean() / (steps * x[0, 0].numel()),
-        }
-
-    # ----- prediction and online filtering
     @torch.no_grad()
     def predict(self, x: Tensor, u: Tensor, n_condition: int = 5, mode: str = "smoothed") -> Tensor:
-        """Open-loop prediction (the README's metrics protocol): condition on the first ``n_condition`` frames, then roll
-        the transition mean forward with the true actions and decode the mean observation.
+        """Open-loop prediction (the metrics protocol): condition on the first ``n_condition`` frames, then
+        roll the transition mean forward with the true actions and decode the mean observation.
 
         ``"smoothed"``: z_1 ~ smoothed q(z_1 | x_{1:n}, u_{1:n-1}), frames 1..T are predicted.
         ``"filtered"``: z_n ~ filter(x_{1:n}), frames n..T are predicted.
@@ -288,14 +73,7 @@ class EKVAE(StateSpaceModel):
         Args: x ``(B, T, *obs_shape)``, u ``(B, T, Du)``.
         Returns: predicted mean observations ``(B, T', *obs_shape)`` (T' = T or T - n + 1).
         """
-        result = self.posterior(x[:, :n_condition], u[:, :n_condition])
-        start = 0 if mode == "smoothed" else n_condition - 1
-        if mode == "smoothed":
-            z = mvn_sample(result.smoothed_mean[:, 0], result.smoothed_cov[:, 0])
-        elif mode == "filtered":
-            z = mvn_sample(result.filtered_mean[:, -1], result.filtered_cov[:, -1])
-        else:
-            raise ValueError(f"unknown prediction mode {mode!r}")
+        z, start = self.conditioned_start(x, u, n_condition, mode)
         zs = [z]
         for t in range(start, x.shape[1] - 1):
             z = self.next_mean(z, u[:, t])[0]
