@@ -68,7 +68,7 @@ def test_bad_checkpoints_give_one_clear_error(debug_config, tmp_path):
         load_model(run, expect_kind="rssm")
     checkpoint = run / "checkpoint"
     meta = json.loads((checkpoint / "meta.json").read_text())
-    (checkpoint / "meta.json").write_text(json.dumps({**meta, "model_class": "rssm"}))
+    (checkpoint / "meta.json").write_text(json.dumps({**meta, "model_class": "planet"}))
     with pytest.raises(CheckpointError, match="unknown model class"):
         load_model(run)
     (checkpoint / "meta.json").write_text(json.dumps(meta))
