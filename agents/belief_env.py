@@ -1,7 +1,7 @@
 """The real MuJoCo env seen through the model's filter: a gymnasium env whose observation is the belief.
 
 :class:`BeliefEnv` steps ``envs.RealEnv`` (with the action repeat the model was trained with) and
-feeds every raw frame to a :class:`latentworld.observer.Observer`. The observation is the belief mean
+feeds every raw frame to a :class:`latentworld.latent_envs.observer.Observer`. The observation is the belief mean
 over z (``(Dz,)`` float32: what the policy saw in the latent env), the reward is the real env's own,
 and ``info`` carries the raw frame (``"frame"``) and the true state (``"state"``) for videos and
 metrics. Every physics step taken is counted in ``info["physics_steps"]``.
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from envs import RealEnv
-from latentworld.observer import Observer
+from latentworld.latent_envs.observer import Observer
 
 
 class BeliefEnv(gym.Env):

@@ -15,8 +15,8 @@ import torch
 
 from agents.saved_policy import METHODS
 from latentworld.cli import describe, positive_int
-from latentworld.errors import LatentworldError
-from latentworld.fileio import check_writable, refuse_package_dir
+from latentworld.common.errors import LatentworldError
+from latentworld.common.fileio import check_writable, refuse_package_dir
 
 DEFAULT_FIRST_SEED = 5000  # real-env evaluation seeds; tuning looked only at seeds 100-109 and 1000-1019
 

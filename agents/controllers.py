@@ -1,6 +1,6 @@
 """What acts: one interface, ``act(belief) -> action``, whoever trained (or planned) it.
 
-``belief`` is the belief mean over z, ``(Dz,)`` float32 (see ``latentworld.observer``: the policy
+``belief`` is the belief mean over z, ``(Dz,)`` float32 (see ``latentworld.latent_envs.observer``: the policy
 observes the belief mean, in the latent env and in the real one). ``reset()`` is called at the start
 of every episode (planners drop their warm start there; policies are stateless).
 """

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from agents.belief_env import BeliefEnv
 from agents.controllers import Controller, RandomController, ZeroController
 from agents.problem import LatentProblem
-from latentworld.fileio import atomic_target, check_output_dir
+from latentworld.common.fileio import atomic_target, check_output_dir
 
 
 def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool = False) -> dict[str, Any]:

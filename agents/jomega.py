@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from agents.policy import MLPPolicy
 from agents.problem import LatentProblem, rollout_return
-from latentworld.settings import MAX_SEED, check_settings, setting
+from latentworld.common.settings import MAX_SEED, check_settings, setting
 
 
 @dataclass

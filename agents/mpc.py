@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from agents.problem import LatentProblem
-from latentworld.errors import ConfigError
-from latentworld.settings import MAX_SEED, check_settings, setting
+from latentworld.common.errors import ConfigError
+from latentworld.common.settings import MAX_SEED, check_settings, setting
 
 
 @dataclass

@@ -25,10 +25,10 @@ from torch import Tensor
 
 from agents.tasks import Task, encode_goal
 from envs import get_spec
-from latentworld.checkpoint import CheckpointError, resolve_checkpoint
-from latentworld.data import SequenceDataset, load_dataset
-from latentworld.latent_env import LatentDynamics, cached_model
-from latentworld.metrics import smoothed_means
+from latentworld.common.data import SequenceDataset, load_dataset
+from latentworld.evaluation.metrics import smoothed_means
+from latentworld.experiment.checkpoint import CheckpointError, resolve_checkpoint
+from latentworld.latent_envs.latent_env import LatentDynamics, cached_model
 
 Actor = Callable[[Tensor], Tensor]  # belief means (N, Dz) -> actions (N, Du)
 

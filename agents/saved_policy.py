@@ -28,8 +28,8 @@ from agents.mpc import CEMPlanner, MPCConfig
 from agents.policy import MLPPolicy
 from agents.problem import LatentProblem, make_problem
 from agents.tasks import make_task
-from latentworld.checkpoint import MODEL_FILE, CheckpointError, resolve_checkpoint
-from latentworld.errors import LatentworldError
+from latentworld.common.errors import LatentworldError
+from latentworld.experiment.checkpoint import MODEL_FILE, CheckpointError, resolve_checkpoint
 
 META_FILE, WEIGHTS_FILE = "meta.json", "policy.pt"
 METHODS = ("jomega", "ppo", "sac", "mpc")

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from agents.problem import LatentProblem
 from agents.sb3_env import SB3LatentVecEnv
-from latentworld.settings import MAX_SEED, check_settings, setting
+from latentworld.common.settings import MAX_SEED, check_settings, setting
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC}
 # Runs that learned the swing-up (tuned on real seeds 100-109), about 2.5 (PPO) and 5.5 (SAC) minutes on one

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from latentworld.latent_vec_env import LatentVectorEnv
+from latentworld.latent_envs.latent_vec_env import LatentVectorEnv
 
 
 class SB3LatentVecEnv(VecEnv):

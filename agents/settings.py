@@ -1,6 +1,6 @@
 """``--set KEY=VALUE`` overrides of a policy optimiser's settings.
 
-The settings classes declare their types and ranges with :func:`latentworld.settings.setting`, so
+The settings classes declare their types and ranges with :func:`latentworld.common.settings.setting`, so
 an override is read and checked exactly as a training config's field is (``1e-3`` and ``800`` as
 numbers, a fractional count or a value outside its range refused with one error naming the key).
 """
@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from latentworld.errors import ConfigError
-from latentworld.settings import from_mapping
+from latentworld.common.errors import ConfigError
+from latentworld.common.settings import from_mapping
 
 
 def apply_overrides(config_class: type, pairs: list[str], **fixed: Any) -> Any:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from envs import RealEnv
-from latentworld.goals import goal_from_images, goal_from_sequence
+from latentworld.latent_envs.goals import goal_from_images, goal_from_sequence
 
 GOAL_SEQUENCE_LENGTH = 15  # frames of the rotation goal sequence (the data set's window length)
 SPIN_UP_STEPS, MEASURE_STEPS, BISECTION_ROUNDS = 150, 50, 10

@@ -19,7 +19,7 @@ from agents.saved_policy import (
     save_policy,
 )
 from agents.settings import apply_overrides
-from latentworld.errors import ConfigError
+from latentworld.common.errors import ConfigError
 
 
 def initial_weights(policy_dir: str | Path, problem: LatentProblem, hidden: int) -> dict[str, torch.Tensor]:

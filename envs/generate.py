@@ -8,7 +8,7 @@ reacher_angles, reacher_rgb. Defaults come from :mod:`envs.specs` (pendulum 500 
 Each sequence starts from a random state (uniform angles *and* angular velocities, set after the
 task's reset) and applies uniformly random actions. Sequence i is drawn from child i of
 ``np.random.SeedSequence(seed)``, so the arrays are identical for a seed whatever the number of
-worker processes. The file is written with :func:`latentworld.data.save_dataset`; beside it go
+worker processes. The file is written with :func:`latentworld.common.data.save_dataset`; beside it go
 ``NAME.png`` (sample sequences) and ``NAME_states.png`` (histograms of the true states).
 """
 
@@ -213,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.out} already exists; pass --force to overwrite it", file=sys.stderr)
         return 2
     # Imported here, not at the top: spawned workers re-import this module, and torch (through
-    # latentworld.data) and matplotlib would add seconds to each worker's start.
+    # latentworld.common.data) and matplotlib would add seconds to each worker's start.
     from latentworld.cli import describe
-    from latentworld.errors import LatentworldError
+    from latentworld.common.errors import LatentworldError
 
     try:
         return _generate_and_save(args)
@@ -228,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _generate_and_save(args: argparse.Namespace) -> int:
     from envs.pictures import save_pictures
-    from latentworld.data import save_dataset
-    from latentworld.errors import ConfigError
-    from latentworld.fileio import check_writable
+    from latentworld.common.data import save_dataset
+    from latentworld.common.errors import ConfigError
+    from latentworld.common.fileio import check_writable
 
     if args.out.suffix != ".npz":
         raise ConfigError(f"--out {args.out}: a data set is an .npz file")

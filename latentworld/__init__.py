@@ -2,7 +2,7 @@
 exposed as Gymnasium environments. Importing the package registers ``LatentPendulum-v0`` and
 ``LatentReacher-v0``."""
 
-from latentworld.registration import register_envs
+from latentworld.latent_envs.registration import register_envs
 
 register_envs()
 

@@ -11,12 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from latentworld.errors import ConfigError, GoalError, LatentworldError
+from latentworld.common.errors import ConfigError, GoalError, LatentworldError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from latentworld.config import load_config
-    from latentworld.train import Trainer
+    from latentworld.experiment.config import load_config
+    from latentworld.training.trainer import Trainer
 
     config = load_config(args.config, args.set)
     trainer = Trainer(config, args.run_dir, resume=args.resume)
@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from latentworld.evaluate import evaluate_checkpoint
+    from latentworld.evaluation.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, data=args.data, out_dir=args.out, seed=args.seed)
     print(result["table"])
@@ -51,8 +51,8 @@ def _parse_goal(text: str | None) -> str | list[float] | None:
 
 
 def _imagine(args: argparse.Namespace) -> int:
-    from latentworld.fileio import check_writable, refuse_package_dir
-    from latentworld.imagine import imagine
+    from latentworld.common.fileio import check_writable, refuse_package_dir
+    from latentworld.latent_envs.imagine import imagine
 
     if args.out is not None:  # checked before the rollouts
         if Path(args.out).suffix.lower() != ".png":

@@ -36,9 +36,9 @@ import matplotlib.pyplot as plt
 import torch
 from tqdm import tqdm
 
-from latentworld.evaluate import EVAL_FILE, format_table
-from latentworld.fileio import atomic_write_bytes
-from latentworld.metrics import PAPER_TABLE_1A, PAPER_TABLE_2
+from latentworld.common.fileio import atomic_write_bytes
+from latentworld.evaluation.evaluate import EVAL_FILE, format_table
+from latentworld.evaluation.metrics import PAPER_TABLE_1A, PAPER_TABLE_2
 
 ANNEALING = ["schedule.kind=annealing", "model.prior=normal"]
 

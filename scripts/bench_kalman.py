@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from latentworld.kalman import kalman_smoother
+from latentworld.probability.kalman import kalman_smoother
 
 
 class MixtureTransition(nn.Module):

@@ -25,12 +25,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from latentworld.checkpoint import CHECKPOINT_DIR, CONFIG_FILE, META_FILE, MODEL_FILE, PRETRAINED_DIR
-from latentworld.config import load_config
-from latentworld.evaluate import EVAL_FILE, default_output_dir, evaluate_checkpoint, format_table
-from latentworld.latent_env import DEFAULT_GOAL_FILE
-from latentworld.metrics import PAPER_TABLE_1A as PAPER_ALL_MODELS
-from latentworld.train import Trainer, read_history
+from latentworld.evaluation.evaluate import EVAL_FILE, default_output_dir, evaluate_checkpoint, format_table
+from latentworld.evaluation.metrics import PAPER_TABLE_1A as PAPER_ALL_MODELS
+from latentworld.experiment.checkpoint import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    META_FILE,
+    MODEL_FILE,
+    PRETRAINED_DIR,
+)
+from latentworld.experiment.config import load_config
+from latentworld.experiment.history import read_history
+from latentworld.latent_envs.latent_env import DEFAULT_GOAL_FILE
+from latentworld.training.trainer import Trainer
 
 RUNS = {"VHP-EKVAE (CO)": "configs/pendulum_ekvae.yaml", "EKVAE (annealing)": "configs/pendulum_ekvae_annealing.yaml"}
 TARGET = 0.99

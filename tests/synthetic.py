@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentworld.data import save_dataset
+from latentworld.common.data import save_dataset
 
 
 def write_synthetic_pendulum(path: Path, n: int = 12, steps: int = 6, size: int = 16, seed: int = 0) -> Path:

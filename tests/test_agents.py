@@ -16,8 +16,8 @@ from agents.problem import make_problem, rollout_return
 from agents.saved_policy import PolicyError, load_policy, save_policy
 from agents.tasks import make_task
 from envs import RealEnv
-from latentworld.checkpoint import PRETRAINED_DIR
-from latentworld.observer import Observer
+from latentworld.experiment.checkpoint import PRETRAINED_DIR
+from latentworld.latent_envs.observer import Observer
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_mpc_beats_random_actions_in_latent_return(problem):
 
 
 def test_observer_matches_the_batched_filter(problem, small_data):
-    from latentworld.data import load_dataset
+    from latentworld.common.data import load_dataset
 
     data = load_dataset(small_data, "test")
     model = problem.model

@@ -22,12 +22,12 @@ from synthetic import write_synthetic_pendulum
 
 from agents.cli import main as agents_main
 from envs.generate import main as generate_main
-from latentworld.checkpoint import PRETRAINED_DIR
 from latentworld.cli import main as latentworld_main
-from latentworld.config import load_config
-from latentworld.evaluate import EVAL_OUTPUTS
-from latentworld.fileio import PACKAGE_DIR, check_output_dir
-from latentworld.train import Trainer
+from latentworld.common.fileio import PACKAGE_DIR, check_output_dir
+from latentworld.evaluation.evaluate import EVAL_OUTPUTS
+from latentworld.experiment.checkpoint import PRETRAINED_DIR
+from latentworld.experiment.config import load_config
+from latentworld.training.trainer import Trainer
 
 DEBUG_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml")
 TRAIN = ["train", "--config", DEBUG_CONFIG, "--set", "data=data.npz", "--set", "threads=1", "--no-progress"]
@@ -357,8 +357,8 @@ def test_yaml_float_spellings_and_integral_numbers_are_read_as_numbers(tmp_path)
 
 
 def test_sixteen_bit_and_float_goal_images_equal_the_eight_bit_goal(world):
-    from latentworld.checkpoint import load_model
-    from latentworld.goals import load_goal
+    from latentworld.experiment.checkpoint import load_model
+    from latentworld.latent_envs.goals import load_goal
 
     model, _, _ = load_model("run")
     image = np.zeros((16, 16), np.uint8)
@@ -371,8 +371,8 @@ def test_sixteen_bit_and_float_goal_images_equal_the_eight_bit_goal(world):
 
 
 def test_an_opaque_alpha_channel_is_dropped_and_a_transparent_one_refused():
-    from latentworld.errors import GoalError
-    from latentworld.goals import as_observation_batch
+    from latentworld.common.errors import GoalError
+    from latentworld.latent_envs.goals import as_observation_batch
 
     rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     opaque = np.dstack([rgb, np.full((8, 8), 255, np.uint8)])
@@ -395,7 +395,7 @@ def test_evaluating_the_shipped_model_writes_only_into_its_own_output_folder(sma
 
 
 def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(world, monkeypatch, capsys):
-    from latentworld import checkpoint
+    from latentworld.experiment import checkpoint
 
     before = snapshot(world / "half" / "checkpoint")
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from synthetic import write_synthetic_pendulum
 
-from latentworld.data import DatasetError, load_dataset, read_metadata, save_dataset
+from latentworld.common.data import DatasetError, load_dataset, read_metadata, save_dataset
 
 
 def test_loader_returns_float_images_in_unit_range(tmp_path):

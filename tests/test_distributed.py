@@ -14,9 +14,10 @@ import pytest
 import torch
 from synthetic import write_synthetic_pendulum
 
-from latentworld.checkpoint import load_model
-from latentworld.config import load_config
-from latentworld.train import Trainer, read_history
+from latentworld.experiment.checkpoint import load_model
+from latentworld.experiment.config import load_config
+from latentworld.experiment.history import read_history
+from latentworld.training.trainer import Trainer
 
 SETTINGS = ["threads=1", "steps=20", "eval_every=2", "batch_size=8"]
 

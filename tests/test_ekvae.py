@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from latentworld.gaussian import mvn_kl, mvn_log_prob
-from latentworld.kalman import kalman_smoother
 from latentworld.models import EKVAE
 from latentworld.models.ekvae import EKVAEConfig
+from latentworld.probability.gaussian import mvn_kl, mvn_log_prob
+from latentworld.probability.kalman import kalman_smoother
 
 
 def tiny_model(**overrides) -> EKVAE:
@@ -80,7 +80,7 @@ def test_predictions_have_the_protocol_shapes_and_sampling_is_seeded():
 
 
 def test_knn_probe_sees_a_nonlinear_code_that_ols_misses():
-    from latentworld.metrics import knn_r2, ols_r2
+    from latentworld.evaluation.metrics import knn_r2, ols_r2
 
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(4000, 1, generator=generator) * 6.0
@@ -91,7 +91,7 @@ def test_knn_probe_sees_a_nonlinear_code_that_ols_misses():
 
 
 def test_limited_angles_are_the_joints_with_a_range_shorter_than_a_turn():
-    from latentworld.metrics import limited_angles
+    from latentworld.evaluation.metrics import limited_angles
 
     metadata = {"state_names": ["shoulder", "wrist", "shoulder_velocity", "wrist_velocity"],
                 "angle_state_dims": [0, 1], "initial_state": {"angle_ranges": [[-3.1416, 3.1416], [-2.79, 2.79]]}}
@@ -100,7 +100,7 @@ def test_limited_angles_are_the_joints_with_a_range_shorter_than_a_turn():
 
 def test_the_closed_form_initial_term_equals_a_monte_carlo_estimate():
     """Eq. 18: E_{z~N(m, P)}[-log N(a; H z, R)] = -log N(a; H m, R) + tr(R^-1 H P H^T) / 2."""
-    from latentworld.gaussian import expected_observation_nll, mvn_log_prob
+    from latentworld.probability.gaussian import expected_observation_nll, mvn_log_prob
 
     generator = torch.Generator().manual_seed(0)
     dz, da = 4, 2

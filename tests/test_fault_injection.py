@@ -18,9 +18,10 @@ import torch
 from synthetic import write_synthetic_pendulum
 from training_child import resume_training
 
-from latentworld.checkpoint import load_model, read_meta, resolve_checkpoint
-from latentworld.config import load_config
-from latentworld.train import Trainer, read_history
+from latentworld.experiment.checkpoint import load_model, read_meta, resolve_checkpoint
+from latentworld.experiment.config import load_config
+from latentworld.experiment.history import read_history
+from latentworld.training.trainer import Trainer
 
 KILLS = 20
 SETTINGS = ["threads=1", "steps=80", "eval_every=4", "schedule.calibration_steps=10"]

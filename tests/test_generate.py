@@ -9,7 +9,7 @@ import pytest
 
 from envs import make_env, wrap_angle
 from envs.generate import main
-from latentworld.data import REQUIRED_KEYS, load_dataset, read_metadata
+from latentworld.common.data import REQUIRED_KEYS, load_dataset, read_metadata
 
 TINY = ["--n-sequences", "4", "--seq-len", "5", "--no-picture"]
 

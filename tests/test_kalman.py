@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from latentworld.kalman import (
+from latentworld.probability.kalman import (
     KalmanResult,
     Transition,
     kalman_filter_step,

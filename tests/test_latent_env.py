@@ -14,12 +14,12 @@ from synthetic import write_synthetic_pendulum
 
 import latentworld  # noqa: F401  (registers the ids)
 from agents.sb3_env import SB3LatentVecEnv
-from latentworld.checkpoint import CheckpointError
-from latentworld.config import load_config
-from latentworld.errors import GoalError
-from latentworld.latent_env import LatentEnv
-from latentworld.latent_vec_env import LatentVectorEnv
-from latentworld.train import Trainer
+from latentworld.common.errors import GoalError
+from latentworld.experiment.checkpoint import CheckpointError
+from latentworld.experiment.config import load_config
+from latentworld.latent_envs.latent_env import LatentEnv
+from latentworld.latent_envs.latent_vec_env import LatentVectorEnv
+from latentworld.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

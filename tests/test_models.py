@@ -94,9 +94,9 @@ def test_every_model_fits_a_fixed_batch(kind):
 
 @pytest.mark.parametrize("kind", sorted(kind for kind, model in MODELS.items() if not model.markovian))
 def test_models_with_a_recurrent_state_are_refused_by_the_latent_env_and_the_observer(kind):
-    from latentworld.errors import ModelCapabilityError
-    from latentworld.latent_env import LatentDynamics
-    from latentworld.observer import Observer
+    from latentworld.common.errors import ModelCapabilityError
+    from latentworld.latent_envs.latent_env import LatentDynamics
+    from latentworld.latent_envs.observer import Observer
 
     settings, obs_shape, dim_u = VARIANTS[kind][0]
     model = MODELS[kind](MODELS[kind].config_class(**settings), obs_shape, dim_u)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from latentworld.checkpoint import PRETRAINED_DIR, load_model
-from latentworld.data import load_dataset
-from latentworld.metrics import evaluate_model
+from latentworld.common.data import load_dataset
+from latentworld.evaluation.metrics import evaluate_model
+from latentworld.experiment.checkpoint import PRETRAINED_DIR, load_model
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from latentworld.rewo import KLAnnealing, Rewo
+from latentworld.training.rewo import KLAnnealing, Rewo
 
 
 def scripted_run(distortions, **kwargs):

@@ -4,11 +4,12 @@ import pytest
 import torch
 from synthetic import write_synthetic_pendulum
 
-from latentworld.checkpoint import CheckpointError, load_model
 from latentworld.cli import main
-from latentworld.config import load_config
-from latentworld.errors import RunDirError
-from latentworld.train import Trainer, read_history
+from latentworld.common.errors import RunDirError
+from latentworld.experiment.checkpoint import CheckpointError, load_model
+from latentworld.experiment.config import load_config
+from latentworld.experiment.history import read_history
+from latentworld.training.trainer import Trainer
 
 
 @pytest.fixture()
@@ -92,7 +93,7 @@ def test_cli_train_and_evaluate(debug_config, tmp_path, capsys):
 
 
 def test_atomic_target_keeps_the_old_file_when_the_write_fails(tmp_path):
-    from latentworld.fileio import atomic_target
+    from latentworld.common.fileio import atomic_target
 
     path = tmp_path / "file.bin"
     path.write_bytes(b"old")

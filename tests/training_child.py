@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from latentworld.config import TrainConfig
-from latentworld.train import Trainer
+from latentworld.experiment.config import TrainConfig
+from latentworld.training.trainer import Trainer
 
 
 def resume_training(config: TrainConfig, run_dir: str, started: Any = None) -> None:

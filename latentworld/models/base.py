@@ -16,7 +16,7 @@ from typing import Any, ClassVar, NoReturn
 import torch
 from torch import Tensor, nn
 
-from latentworld.errors import ModelCapabilityError
+from latentworld.common.errors import ModelCapabilityError
 
 Belief = tuple[Tensor, Tensor]
 """A Gaussian belief over z: mean ``(B, Dz)``, covariance ``(B, Dz, Dz)``; a policy observes the mean."""
@@ -27,12 +27,12 @@ class StateSpaceModel(nn.Module, ABC):
 
     Attributes:
         kind: the registry name: ``model.kind`` in a config, ``model_class`` in ``meta.json``.
-        config_class: its settings dataclass (fields declared with ``latentworld.settings.setting``,
+        config_class: its settings dataclass (fields declared with ``latentworld.common.settings.setting``,
             first of them ``kind``); built as ``model_class(config, obs_shape, dim_u)``.
         markovian: whether z_t alone is the model's state. A model whose transition also reads a
             recurrent state (the KVAE's LSTM, the RSSM's GRU) is not: its ``sample_next``,
             ``filter_step`` (and ``decode_mean`` where decoding reads that state) raise
-            :class:`~latentworld.errors.ModelCapabilityError`, and the latent envs and the observer
+            :class:`~latentworld.common.errors.ModelCapabilityError`, and the latent envs and the observer
             refuse it. It still trains, is evaluated and predicts (carrying the state inside).
         obs_shape: one observation's shape.
         dim_u: action size.
@@ -52,18 +52,18 @@ class StateSpaceModel(nn.Module, ABC):
     @classmethod
     @abstractmethod
     def check_data(cls, config: Any, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
-        """Raise :class:`~latentworld.errors.DatasetError` if a data set (images or vectors of
+        """Raise :class:`~latentworld.common.errors.DatasetError` if a data set (images or vectors of
         ``obs_shape``, named ``source``) cannot be modelled with ``config``."""
 
     def require_markovian(self, use: str) -> None:
-        """Raise :class:`~latentworld.errors.ModelCapabilityError` unless z alone is the state (``use``
+        """Raise :class:`~latentworld.common.errors.ModelCapabilityError` unless z alone is the state (``use``
         names what needed it, e.g. "a latent env")."""
         if not self.markovian:
             self.refuse_step_by_step(use)
 
     def refuse_step_by_step(self, use: str) -> NoReturn:
         """What a non-Markov model's ``sample_next`` and ``filter_step`` do: raise
-        :class:`~latentworld.errors.ModelCapabilityError` naming ``use``."""
+        :class:`~latentworld.common.errors.ModelCapabilityError` naming ``use``."""
         raise ModelCapabilityError(
             f"{use} needs a model whose state is z alone; the {self.kind} carries a recurrent state beside z "
             "(its transition is not Markov in z), so it is trained, evaluated and predicts, but is not imagined "

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentworld.errors import ModelCapabilityError
+from latentworld.common.errors import ModelCapabilityError
 from latentworld.models.base import StateSpaceModel
 
 

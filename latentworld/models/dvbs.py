@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from latentworld.common.settings import check_settings, setting
 from latentworld.models.base import Belief, StateSpaceModel
 from latentworld.models.networks import Decoder, Encoder, check_observation_kind, mlp
 from latentworld.models.prior import diag_gaussian_log_prob, make_prior
-from latentworld.noise import batch_noise
-from latentworld.settings import check_settings, setting
+from latentworld.probability.noise import batch_noise
 
 LOGVAR_RANGE = (-10.0, 4.0)
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from latentworld.kalman import kalman_filter_step, kalman_update
+from latentworld.common.settings import setting
 from latentworld.models.base import Belief
 from latentworld.models.kalman_vae import KalmanVAE, KalmanVAEConfig
 from latentworld.models.networks import mlp
-from latentworld.settings import setting
+from latentworld.probability.kalman import kalman_filter_step, kalman_update
 
 
 @dataclass

@@ -30,8 +30,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from latentworld.errors import ConfigError
-from latentworld.gaussian import (
+from latentworld.common.errors import ConfigError
+from latentworld.common.settings import check_settings, setting
+from latentworld.models.base import StateSpaceModel
+from latentworld.models.networks import Decoder, Encoder, check_observation_kind
+from latentworld.models.prior import make_prior
+from latentworld.probability.gaussian import (
     LOG_2PI,
     expected_observation_nll,
     mvn_entropy,
@@ -39,12 +43,8 @@ from latentworld.gaussian import (
     mvn_log_prob,
     mvn_sample,
 )
-from latentworld.kalman import KalmanResult, kalman_smoother
-from latentworld.models.base import StateSpaceModel
-from latentworld.models.networks import Decoder, Encoder, check_observation_kind
-from latentworld.models.prior import make_prior
-from latentworld.noise import batch_noise
-from latentworld.settings import check_settings, setting
+from latentworld.probability.kalman import KalmanResult, kalman_smoother
+from latentworld.probability.noise import batch_noise
 
 
 @dataclass

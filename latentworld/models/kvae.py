@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from latentworld.common.settings import setting
 from latentworld.models.base import Belief
 from latentworld.models.kalman_vae import KalmanVAE, KalmanVAEConfig
-from latentworld.settings import setting
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from latentworld.errors import DatasetError
+from latentworld.common.errors import DatasetError
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int = 2, activation: type[nn.Module] = nn.ReLU

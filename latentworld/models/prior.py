@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from latentworld.models.networks import mlp
-from latentworld.noise import batch_noise
+from latentworld.probability.noise import batch_noise
 
 LOG_2PI = math.log(2 * math.pi)
 

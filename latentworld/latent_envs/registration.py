@@ -23,8 +23,8 @@ def register_envs() -> None:
             continue
         gym.register(
             id=env_id,
-            entry_point="latentworld.latent_env:LatentEnv",
-            vector_entry_point="latentworld.latent_vec_env:LatentVectorEnv",
+            entry_point="latentworld.latent_envs.latent_env:LatentEnv",
+            vector_entry_point="latentworld.latent_envs.latent_vec_env:LatentVectorEnv",
             kwargs={"default_model": default_model},
             disable_env_checker=False,
         )

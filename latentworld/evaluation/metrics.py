@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentworld.data import SequenceDataset
+from latentworld.common.data import SequenceDataset
 from latentworld.models.base import StateSpaceModel
 
 PAPER_TABLE_1A = {  # pendulum (image data), paper Table 1a; keys as our metrics name them

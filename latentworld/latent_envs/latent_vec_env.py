@@ -19,12 +19,12 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from latentworld.errors import ConfigError
-from latentworld.latent_env import DEFAULT_STATE_BOUND, make_setup, validate_actions
+from latentworld.common.errors import ConfigError
+from latentworld.latent_envs.latent_env import DEFAULT_STATE_BOUND, make_setup, validate_actions
 
 
 class LatentVectorEnv(VectorEnv):
-    """``num_envs`` latent envs sharing one model; arguments as :class:`latentworld.latent_env.LatentEnv`."""
+    """``num_envs`` latent envs sharing one model; arguments as :class:`latentworld.latent_envs.latent_env.LatentEnv`."""
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 

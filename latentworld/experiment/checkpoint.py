@@ -24,16 +24,16 @@ from typing import Any
 import torch
 import yaml
 
-from latentworld.config import TrainConfig, config_from_dict, config_to_dict
-from latentworld.errors import CheckpointError, ConfigError
-from latentworld.fileio import fsync_dir, write_synced
+from latentworld.common.errors import CheckpointError, ConfigError
+from latentworld.common.fileio import fsync_dir, write_synced
+from latentworld.experiment.config import TrainConfig, config_from_dict, config_to_dict
 from latentworld.models import MODELS
 
 CONFIG_FILE, MODEL_FILE, META_FILE, TRAINER_FILE = "config.yaml", "model.pt", "meta.json", "trainer_state.pt"
 CHECKPOINT_DIR = "checkpoint"
-RUN_CONFIG_FILE = "run_config.yaml"  # marks a training run directory (see latentworld.train)
+RUN_CONFIG_FILE = "run_config.yaml"  # marks a training run directory (see latentworld.training.trainer)
 NEW_CHECKPOINT_DIR, OLD_CHECKPOINT_DIR = ".checkpoint.new", ".checkpoint.old"  # only during a save
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 REQUIRED_META = ("model_class", "obs_shape", "dim_u", "env_id")
 __all__ = ["CheckpointError", "load_model", "resolve_checkpoint", "save_checkpoint"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentworld.errors import GoalError
+from latentworld.common.errors import GoalError
 from latentworld.models.base import StateSpaceModel
 
 REWARD_KINDS = ("pos", "vel")

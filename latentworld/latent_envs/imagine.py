@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from latentworld.latent_env import LatentEnv
-from latentworld.plots import plot_frame_grid
+from latentworld.evaluation.plots import plot_frame_grid
+from latentworld.latent_envs.latent_env import LatentEnv
 
 
 def imagine(model: str, goal: Any = None, reward: str = "pos", episodes: int = 4, horizon: int = 30,

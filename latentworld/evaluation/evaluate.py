@@ -8,20 +8,20 @@ from typing import Any
 
 import torch
 
-from latentworld.checkpoint import load_model, resolve_checkpoint, run_dir_of
-from latentworld.config import TrainConfig
-from latentworld.data import load_dataset
-from latentworld.errors import RunDirError
-from latentworld.fileio import atomic_write_bytes, check_output_dir
-from latentworld.metrics import PAPER_TABLE_1A, PAPER_TABLE_2, evaluate_model, smoothed_means
-from latentworld.models import MODELS
-from latentworld.plots import (
+from latentworld.common.data import load_dataset
+from latentworld.common.errors import RunDirError
+from latentworld.common.fileio import atomic_write_bytes, check_output_dir
+from latentworld.evaluation.metrics import PAPER_TABLE_1A, PAPER_TABLE_2, evaluate_model, smoothed_means
+from latentworld.evaluation.plots import (
     plot_angle_predictions,
     plot_latent_space,
     plot_predictions,
     plot_training_curves,
 )
-from latentworld.train import read_history
+from latentworld.experiment.checkpoint import load_model, resolve_checkpoint, run_dir_of
+from latentworld.experiment.config import TrainConfig
+from latentworld.experiment.history import read_history
+from latentworld.models import MODELS
 
 EVAL_FILE = "eval.json"
 EVAL_OUTPUTS = (EVAL_FILE, "latent_space.png", "predictions.png", "training_curves.png")

@@ -5,7 +5,7 @@ Values are coerced by the field's annotation (``int``, ``float``, ``str``, ``boo
 ``| None``): a YAML 1.1 float spelling such as ``1e-3`` (which PyYAML reads as a string) becomes a
 float, an integral number such as ``1e4`` an int; a fractional value for an int, a bool for a
 number, NaN or infinity, an option not in ``choices`` or a value outside ``[low, high]`` raises
-one :class:`~latentworld.errors.ConfigError` naming the field.
+one :class:`~latentworld.common.errors.ConfigError` naming the field.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from latentworld.errors import ConfigError
+from latentworld.common.errors import ConfigError
 
 MAX_SEED = 2**32 - 1  # the largest seed numpy, torch and SB3 all accept
 

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentworld.errors import DatasetError
-from latentworld.fileio import atomic_target
+from latentworld.common.errors import DatasetError
+from latentworld.common.fileio import atomic_target
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("obs", "actions", "states", "train_indices", "test_indices", "metadata")

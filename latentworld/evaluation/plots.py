@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from latentworld.data import SequenceDataset
+from latentworld.common.data import SequenceDataset
 
 
 def plot_latent_space(z: torch.Tensor, data: SequenceDataset, path: Path) -> Path:

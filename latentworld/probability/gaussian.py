@@ -10,8 +10,8 @@ import math
 import torch
 from torch import Tensor
 
-from latentworld.kalman import default_jitter
-from latentworld.noise import batch_noise
+from latentworld.probability.kalman import default_jitter
+from latentworld.probability.noise import batch_noise
 
 LOG_2PI = math.log(2 * math.pi)
 

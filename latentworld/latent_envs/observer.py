@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentworld.goals import as_observation_batch
+from latentworld.latent_envs.goals import as_observation_batch
 from latentworld.models.base import StateSpaceModel
 
 

@@ -5,8 +5,8 @@ override any field; command-line ``--set section.field=value`` overrides come la
 resolved configuration is written into every run directory. ``model.kind`` names the model
 (default ``ekvae``); the rest of ``model`` are that model's settings (its ``config_class``).
 
-Every value is type- and range-checked when a config is built (see ``latentworld.settings``):
-a mistake raises one :class:`~latentworld.errors.ConfigError` naming the file and the field.
+Every value is type- and range-checked when a config is built (see ``latentworld.common.settings``):
+a mistake raises one :class:`~latentworld.common.errors.ConfigError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from latentworld.errors import ConfigError
-from latentworld.settings import MAX_SEED, check_settings, from_mapping, setting
+from latentworld.common.errors import ConfigError
+from latentworld.common.settings import MAX_SEED, check_settings, from_mapping, setting
 
 DEFAULT_MODEL = "ekvae"
 

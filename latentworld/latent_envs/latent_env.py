@@ -3,7 +3,7 @@
 :class:`LatentDynamics` is the pure, batched, differentiable core — ``initial``, ``transition``,
 ``reward`` as functions of tensors — that a policy optimiser calls directly (gradients flow
 from the reward through the sampled transitions into the actions). :class:`LatentEnv` is a real
-``gymnasium.Env`` over it; ``latentworld.latent_vec_env`` steps N of them in one tensor op.
+``gymnasium.Env`` over it; ``latentworld.latent_envs.latent_vec_env`` steps N of them in one tensor op.
 
 Constructor arguments are paths and plain values (so ``env.spec`` stays JSON-serialisable and
 pickling an env only pickles those arguments, not the model).
@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentworld.checkpoint import MODEL_FILE, CheckpointError, load_model, resolve_checkpoint
-from latentworld.data import load_dataset
-from latentworld.errors import ConfigError, GoalError
-from latentworld.gaussian import mvn_sample
-from latentworld.goals import REWARD_KINDS, load_goal
-from latentworld.metrics import smoothed_means
+from latentworld.common.data import load_dataset
+from latentworld.common.errors import ConfigError, GoalError
+from latentworld.evaluation.metrics import smoothed_means
+from latentworld.experiment.checkpoint import MODEL_FILE, CheckpointError, load_model, resolve_checkpoint
+from latentworld.latent_envs.goals import REWARD_KINDS, load_goal
 from latentworld.models.base import StateSpaceModel
+from latentworld.probability.gaussian import mvn_sample
 
 INITIAL_KINDS = ("prior", "posterior", "given")
 DEFAULT_GOAL_FILE = "goal.png"  # a checkpoint may ship the image of its default goal

@@ -1,11 +1,11 @@
 """Training loop: REWO (or annealing) over a model's distortion and rate.
 
 The loss of one iteration is ``w_R * R + w_D * (D - D0)`` averaged over the batch, with the
-weights from the schedule (``latentworld.rewo``). During REWO's initial phase only the
+weights from the schedule (``latentworld.training.rewo``). During REWO's initial phase only the
 observation networks (θ, φ) are stepped; afterwards everything.
 
 A run directory holds ``run_config.yaml`` (the resolved config; it marks the folder as a run of
-that experiment), ``checkpoint/`` (``latentworld.checkpoint``), ``history.jsonl`` (one line per
+that experiment), ``checkpoint/`` (``latentworld.experiment.checkpoint``), ``history.jsonl`` (one line per
 logged step, each step exactly once across kills and resumes) and TensorBoard events under
 ``tb/``. Training writes nowhere else, and only into a new or empty folder or, with ``--resume``,
 a run of the same config.
@@ -26,7 +26,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from latentworld.checkpoint import (
+from latentworld.common.data import SequenceDataset, load_dataset
+from latentworld.common.errors import CheckpointError, ConfigError, RunDirError
+from latentworld.common.fileio import (
+    atomic_write_bytes,
+    check_writable,
+    is_temporary,
+    refuse_package_dir,
+    remove_stale_temporaries,
+)
+from latentworld.evaluation.metrics import r2_scores
+from latentworld.experiment.checkpoint import (
     CHECKPOINT_DIR,
     RUN_CONFIG_FILE,
     TRAINER_FILE,
@@ -37,23 +47,13 @@ from latentworld.checkpoint import (
     save_checkpoint,
     verify_files,
 )
-from latentworld.config import TrainConfig, config_from_dict, config_to_dict
-from latentworld.data import SequenceDataset, load_dataset
-from latentworld.distributed import LossTerms, join_process_group
-from latentworld.errors import CheckpointError, ConfigError, RunDirError
-from latentworld.fileio import (
-    atomic_write_bytes,
-    check_writable,
-    is_temporary,
-    refuse_package_dir,
-    remove_stale_temporaries,
-)
-from latentworld.metrics import r2_scores
+from latentworld.experiment.config import TrainConfig, config_from_dict, config_to_dict
+from latentworld.experiment.history import HISTORY_FILE, read_history
 from latentworld.models import MODELS, StateSpaceModel
-from latentworld.noise import batch_shard
-from latentworld.rewo import KLAnnealing, Rewo
+from latentworld.probability.noise import batch_shard
+from latentworld.training.distributed import LossTerms, join_process_group
+from latentworld.training.rewo import KLAnnealing, Rewo
 
-HISTORY_FILE = "history.jsonl"
 LOG_EVERY = 25
 VALIDATION_SEQUENCES = 256
 # Config fields a resumed run may change: `steps` extends (or shortens) the run; the cosine learning-rate
@@ -310,31 +310,3 @@ class Trainer:
                 history.close()
                 writer.close()
         return last
-
-
-def read_history(run_dir: str | Path) -> list[dict[str, float]]:
-    """The logged scalars of a run, one dictionary per logged step.
-
-    A last line without its newline (a write cut off by a kill) is skipped.
-
-    Raises:
-        RunDirError: another line is not a JSON object with a ``step``.
-    """
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.exists():
-        return []
-    lines = path.read_text(errors="replace").split("\n")
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
-            if number == len(lines):
-                break
-            raise RunDirError(f"{path} line {number} is not a history row (JSON with a step); delete that line")
-        rows.append(row)
-    return rows

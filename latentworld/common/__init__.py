@@ -1,0 +1,1 @@
+"""Foundations every layer uses: the error types, typed settings, crash-safe file writing, data sets."""
