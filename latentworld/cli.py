@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="random-action episodes in the latent env, decoded to frames")
     imagine.add_argument("checkpoint", help="training run or checkpoint directory, or a shipped pretrained name")
     imagine.add_argument("--goal", default=None, help="goal image path, or comma-separated latent values")
-    imagine.add_argument("--reward", default="pos", choices=["pos", "vel"])
+    imagine.add_argument("--reward", default="pos", choices=["pos", "vel", "state"],
+                         help="pos/vel: toward a goal position/velocity (EKVAE); state: toward a whole goal z (any model)")
     imagine.add_argument("--episodes", type=positive_int, default=4)
     imagine.add_argument("--horizon", type=positive_int, default=30)
     imagine.add_argument("--seed", type=int, default=0)

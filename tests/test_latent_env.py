@@ -207,13 +207,40 @@ def test_cli_imagine_writes_decoded_frames(checkpoint, tmp_path, capsys):
     assert "neither an existing file" in capsys.readouterr().err
 
 
-def test_checkpoint_with_learned_h_is_refused(tmp_path):
+def test_checkpoint_with_learned_h_has_only_the_state_reward(tmp_path):
     data = write_synthetic_pendulum(tmp_path / "pendulum.npz", n=8, steps=4)
     config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "steps=2",
                                                   "schedule.calibration_steps=1", "model.learn_h=true"])
     Trainer(config, tmp_path / "run").fit(progress=False)
-    with pytest.raises(CheckpointError, match="not split into position and velocity"):
+    with pytest.raises(CheckpointError, match="not split into position and velocity.*use reward='state'"):
         make(str(tmp_path / "run"))
+    check_env(make(str(tmp_path / "run"), reward="state", goal=[0.0, 1.0, 0.0]).unwrapped, skip_render_check=True)
+
+
+@pytest.mark.parametrize("kind, settings", [
+    ("dks", ["model.hidden=16", "model.feature_dim=8", "model.rnn_hidden=8", "model.transition_hidden=8"]),
+    ("dvbs", ["model.hidden=16", "model.feature_dim=8", "model.recognition_hidden=8", "model.num_bases=2"]),
+])
+def test_baselines_without_a_position_split_work_with_a_whole_state_goal(kind, settings, tmp_path):
+    """A goal image gives the goal z through the model's filter; the reward is −‖z − z_g‖²."""
+    data = write_synthetic_pendulum(tmp_path / "pendulum.npz", n=8, steps=4)
+    config = load_config(f"configs/pendulum_{kind}.yaml", [f"data={data}", "threads=1", "steps=2", "batch_size=4",
+                                                          "schedule.calibration_steps=1", *settings])
+    Trainer(config, tmp_path / "run").fit(progress=False)
+    iio.imwrite(tmp_path / "goal.png", np.full((16, 16), 200, np.uint8))
+    env = make(str(tmp_path / "run"), reward="state", goal=str(tmp_path / "goal.png")).unwrapped
+    check_env(env, skip_render_check=True)
+    goal = env.setup.goal
+    assert goal.shape == (3,)
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.zeros(1, np.float32))
+    assert reward == pytest.approx(-float((env._z[0] - goal).pow(2).sum()), rel=1e-6)
+    goal_conditioned = make(str(tmp_path / "run"), reward="state", goal=None, goal_conditioned=True).unwrapped
+    assert goal_conditioned.observation_space.shape == (6,)
+    with pytest.raises(CheckpointError, match="use reward='state'"):
+        make(str(tmp_path / "run"), reward="pos")
+    with pytest.raises(GoalError, match="a raw 'state' goal needs 3 values"):
+        make(str(tmp_path / "run"), reward="state", goal=[0.0, 1.0])
 
 
 def test_shipped_pretrained_model_and_default_goal_work_without_arguments():

@@ -7,6 +7,9 @@ last Dv = Dz − Da dims the velocity, so
 - a goal **velocity** v_g is the velocity part of the smoothed z of an image sequence with its
   actions, averaged over time;
 - or a raw latent vector (Da values for "pos", Dv for "vel", or a whole z of Dz values).
+
+A model without that split (the DKS, the DVBS) has one goal kind, the whole **state**: the belief
+mean of its online filter after the goal image (averaged over several images), or Dz raw values.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import Tensor
 from latentworld.common.errors import GoalError
 from latentworld.models.base import StateSpaceModel
 
-REWARD_KINDS = ("pos", "vel")
+REWARD_KINDS = ("pos", "vel", "state")
 PIXEL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}  # 8- and 16-bit images (PNG)
 
 
@@ -85,6 +88,12 @@ def goal_from_images(model: StateSpaceModel, images: np.ndarray | Tensor) -> Ten
 
 
 @torch.no_grad()
+def goal_from_state_images(model: StateSpaceModel, images: np.ndarray | Tensor) -> Tensor:
+    """Whole-state goal: the filter's belief mean after each image alone, averaged. Returns ``(Dz,)``."""
+    return model.filter_step(None, None, as_observation_batch(images, model.obs_shape))[0].mean(0)
+
+
+@torch.no_grad()
 def goal_from_sequence(model: StateSpaceModel, images: np.ndarray | Tensor, actions: np.ndarray | Tensor
                        ) -> Tensor:
     """Velocity goal: the velocity dims of the smoothed z, averaged over time.
@@ -105,19 +114,20 @@ def load_goal(model: StateSpaceModel, goal: str | Path | Sequence[float] | np.nd
     """Turn a goal argument into the latent target of the reward.
 
     Args:
-        model: a disentangled EKVAE.
-        goal: a path to a PNG image or a ``.npy`` stack of images (position goal), a ``.npz`` with
-            ``obs`` ``(T, H, W[, C])`` and ``actions`` ``(T, Du)`` (velocity goal), or numbers (a raw
+        model: a model with a position/velocity split for ``"pos"`` and ``"vel"``; any model for ``"state"``.
+        goal: a path to a PNG image or a ``.npy`` stack of images (position or state goal), a ``.npz``
+            with ``obs`` ``(T, H, W[, C])`` and ``actions`` ``(T, Du)`` (velocity goal), or numbers (a raw
             latent vector: Da or Dv values, or a whole z whose relevant part is used).
-        reward: ``"pos"`` or ``"vel"``.
+        reward: ``"pos"``, ``"vel"`` or ``"state"``.
 
     Returns:
-        ``(Da,)`` for ``"pos"``, ``(Dv,)`` for ``"vel"``.
+        ``(Da,)`` for ``"pos"``, ``(Dv,)`` for ``"vel"``, ``(Dz,)`` for ``"state"``.
 
     Raises:
         GoalError: the goal is missing, unreadable, of the wrong shape or value range, or of the wrong kind.
     """
-    dim_a, dim_z = model.position_dims, model.dim_z
+    dim_z = model.dim_z
+    dim_a = dim_z if reward == "state" else model.position_dims
     if isinstance(goal, (str, Path)):
         path = Path(goal)
         if not path.is_file():
@@ -133,15 +143,15 @@ def load_goal(model: StateSpaceModel, goal: str | Path | Sequence[float] | np.nd
     if not torch.isfinite(vector).all():
         raise GoalError("goal vector contains NaN or infinite values")
     if vector.numel() == dim_z:
-        return vector[:dim_a] if reward == "pos" else vector[dim_a:]
-    want = dim_a if reward == "pos" else dim_z - dim_a
+        return vector[dim_a:] if reward == "vel" else vector[:dim_a]
+    want = dim_z - dim_a if reward == "vel" else dim_a
     if vector.numel() != want:
         raise GoalError(f"a raw {reward!r} goal needs {want} values (or a whole z of {dim_z}), got {vector.numel()}")
     return vector
 
 
 def _goal_from_file(model: StateSpaceModel, path: Path, reward: str) -> Tensor:
-    kind = "vel" if path.suffix == ".npz" else "pos"
+    kind = "vel" if path.suffix == ".npz" else "state" if reward == "state" else "pos"
     if reward != kind:
         what = "an image gives a position" if kind == "pos" else "an image sequence gives a velocity"
         raise GoalError(f"{what} goal, but reward={reward!r}; use reward={kind!r}")
@@ -156,4 +166,4 @@ def _goal_from_file(model: StateSpaceModel, path: Path, reward: str) -> Tensor:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise GoalError(f"cannot read it ({err})") from None
-    return goal_from_images(model, images)
+    return goal_from_state_images(model, images) if kind == "state" else goal_from_images(model, images)

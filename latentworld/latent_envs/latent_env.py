@@ -59,7 +59,8 @@ class LatentDynamics:
 
     Args:
         model: a disentangled EKVAE (H the rectangular identity).
-        reward: ``"pos"`` (first Da dims of z) or ``"vel"`` (last Dz − Da dims).
+        reward: ``"pos"`` (first Da dims of z) or ``"vel"`` (last Dz − Da dims) for a model with the
+            position/velocity split; ``"state"`` (all of z) for any model.
         initial: ``"prior"`` (the learned VHP), ``"posterior"`` (smoothed z_1 of data sequences) or
             ``"given"`` (drawn uniformly from ``initial_states``).
         posterior_z1: ``(mean (N, Dz), cov (N, Dz, Dz))`` of the data's smoothed z_1, for ``"posterior"``.
@@ -77,9 +78,9 @@ class LatentDynamics:
         if initial not in INITIAL_KINDS:
             raise ConfigError(f"initial must be one of {INITIAL_KINDS}, got {initial!r}")
         model.require_markovian("a latent env")
-        if model.position_dims is None:
-            raise CheckpointError(f"this {model.kind} model's z is not split into position and velocity; rewards "
-                                  "need a model that is (e.g. the EKVAE with model.learn_h=false)")
+        if model.position_dims is None and reward != "state":
+            raise CheckpointError(f"this {model.kind} model's z is not split into position and velocity, so it has no "
+                                  f"{reward!r} reward; use reward='state' (a goal state from a goal image)")
         if not (np.isfinite(noise_scale) and noise_scale >= 0):
             raise ConfigError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
         if not (np.isfinite(state_bound) and state_bound > 0):
@@ -87,11 +88,12 @@ class LatentDynamics:
         self.model, self.reward_kind, self.initial_kind = model, reward, initial
         self.posterior_z1 = posterior_z1
         self.noise_scale, self.state_bound = float(noise_scale), float(state_bound)
-        self.dim_z, self.dim_a = model.dim_z, model.position_dims
+        self.dim_z = model.dim_z
+        self.dim_a = model.dim_z if reward == "state" else model.position_dims
         self.initial_states = None if initial_states is None else self.bounded(check_states(initial_states, self.dim_z))
         if initial == "given" and self.initial_states is None:
             raise ConfigError("initial='given' needs initial_states, a (K, Dz) array of start states")
-        self.reward_dims = slice(0, self.dim_a) if reward == "pos" else slice(self.dim_a, self.dim_z)
+        self.reward_dims = slice(self.dim_a, self.dim_z) if reward == "vel" else slice(0, self.dim_a)
 
     def initial(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``(n, Dz)`` initial states."""
@@ -120,8 +122,9 @@ class LatentDynamics:
         return (z.abs() >= self.state_bound).any(-1)
 
     def reward(self, z: Tensor, goal: Tensor) -> Tensor:
-        """r^pos or r^vel: −Σ (z_d − g_d)² over the reward dims. Args: z ``(n, Dz)``, goal ``(Dg,)`` or
-        ``(n, Dg)``. Returns ``(n,)``."""
+        """r^pos, r^vel or r^state: −Σ (z_d − g_d)² over the reward dims (all of z for r^state).
+
+        Args: z ``(n, Dz)``, goal ``(Dg,)`` or ``(n, Dg)``. Returns ``(n,)``."""
         return -(z[:, self.reward_dims] - goal).pow(2).sum(-1)
 
 
@@ -189,9 +192,9 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
             with torch.no_grad():
                 posterior_z1 = net.posterior_initial(train.obs[:, :5], train.actions[:, :5])
         if goal_conditioned:
-            if reward != "pos":
-                raise ConfigError("goal_conditioned mode samples goal positions; use reward='pos'")
-            goal_pool = smoothed_means(net, train).flatten(0, 1)[:, : net.position_dims]
+            if reward == "vel":
+                raise ConfigError("goal_conditioned mode samples goal positions or states; use reward='pos' or 'state'")
+            goal_pool = smoothed_means(net, train).flatten(0, 1)[:, : net.dim_z if reward == "state" else net.position_dims]
     given = None if initial_states is None else check_states(initial_states, net.dim_z)
     core = LatentDynamics(net, reward, initial, posterior_z1, noise_scale, given, state_bound)
     goal_tensor = None
@@ -221,13 +224,15 @@ def validate_actions(actions: Any, low: np.ndarray, high: np.ndarray, shape: tup
 
 class LatentEnv(gym.Env):
     """One latent environment: observation z_t (with the goal appended in goal-conditioned mode),
-    action u_t, reward r^pos or r^vel toward the goal, truncated after ``horizon`` steps.
+    action u_t, reward r^pos, r^vel or r^state toward the goal, truncated after ``horizon`` steps.
 
     Args:
         model: checkpoint directory (or a shipped pretrained name); ``None`` = the env id's default.
         goal: image path / image-stack ``.npy`` (position), sequence ``.npz`` (velocity), or a latent
             vector; ``None`` = the checkpoint's shipped ``goal.png``.
-        reward: ``"pos"`` or ``"vel"``.
+        reward: ``"pos"`` or ``"vel"`` (models with a position/velocity split, e.g. the EKVAE), or
+            ``"state"`` (any Markov model, e.g. the DKS and DVBS: the goal is a whole z, from a goal image
+            through the model's filter).
         horizon: steps per episode.
         initial: ``"prior"`` (VHP sample), ``"posterior"`` (smoothed z_1 of data-set sequences) or
             ``"given"`` (one of ``initial_states``, drawn uniformly).
