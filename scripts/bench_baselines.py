@@ -1,7 +1,7 @@
 """Benchmark: the paper's Tables 1a and 2 on our pendulum data — every model, with and without
 constrained optimisation (CO = REWO) and the VHP, over several seeds, beside the paper's numbers.
 
-    python scripts/bench_baselines.py [--steps 3000] [--seeds 1 2 3] [--workers 2] [--only dks kvae]
+    python scripts/bench_baselines.py [--steps 8000] [--seeds 1 2 3] [--workers 2] [--only dks kvae]
 
 Held out: the presets were tuned on data seed 0 and model seed 0; this benchmark trains on a data
 set generated with ``--data-seed`` (default 1) and model seeds ``--seeds`` (default 1 2 3), none of
@@ -9,8 +9,10 @@ which any tuning saw. Each run is ``latentworld train`` + ``latentworld evaluate
 process (``threads = 2 / workers``), its log in ``RUNS/logs/``. Interrupt it at any time: a
 second call resumes every unfinished run from its last checkpoint and skips finished ones.
 
-Writes ``docs/results/baselines.{json,md}``, one latent-space figure per model family
-(``baselines_latent_<kind>.png``, the first seed of its CO row) and ``baselines_r2.png``.
+Writes ``docs/results/baselines_<steps>steps.{json,md}``, one latent-space figure per model family
+(``baselines_<steps>steps_latent_<kind>.png``, the first seed of its first row) and
+``baselines_<steps>steps_r2.png``; each training budget has its own runs folder
+(``runs/bench_baselines/<steps>_steps``) and report.
 """
 
 from __future__ import annotations
@@ -205,12 +207,12 @@ def plot_r2(rows: dict, path: Path) -> None:
 
 
 def write_results(rows: dict, seeds: list[int], args: argparse.Namespace, command: str) -> None:
-    out = args.out_dir
+    out, name = args.out_dir, f"baselines_{args.steps}steps"
     out.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     cpu_hours = sum(row["cpu_seconds"] for row in rows.values()) / 3600
     checked = claims(rows)
-    atomic_write_bytes(out / "baselines.json", json.dumps(
+    atomic_write_bytes(out / f"{name}.json", json.dumps(
         {"command": command, "machine": machine, "steps": args.steps, "seeds": seeds, "data_seed": args.data_seed,
          "cpu_hours": cpu_hours, "rows": rows, "claims": checked}, indent=2).encode())
     figures = []
@@ -218,9 +220,9 @@ def write_results(rows: dict, seeds: list[int], args: argparse.Namespace, comman
         label = next(label for label, row in rows.items() if row["kind"] == kind)
         source = args.runs_dir / GRID_BY_LABEL[label].slug / f"seed{min(rows[label]['seeds'])}" / "eval" / "latent_space.png"
         if source.exists():
-            shutil.copy2(source, out / f"baselines_latent_{kind}.png")
-            figures.append(f"![{label}](baselines_latent_{kind}.png)")
-    plot_r2(rows, out / "baselines_r2.png")
+            shutil.copy2(source, out / f"{name}_latent_{kind}.png")
+            figures.append(f"![{label}]({name}_latent_{kind}.png)")
+    plot_r2(rows, out / f"{name}_r2.png")
     sections = []
     for table, title in (("1a", "Table 1a (pendulum, images)"), ("2", "Table 2 (RNN-based transitions)")):
         shown = {label: row for label, row in rows.items() if row["table"] == table}
@@ -241,8 +243,8 @@ def write_results(rows: dict, seeds: list[int], args: argparse.Namespace, comman
             "MSE: per pixel, intensities in [0, 1]; smoothed = predicted from z1 | x1:5, filtered = from z5 | x1:5. "
             "r2_knn: a 10-nearest-neighbour probe from z (is the state in z at all, linearly or not).\n\n"
             "## The paper's claims, checked\n\n" + "\n".join(f"- {line}" for line in checked) + "\n\n"
-            + "\n".join(sections) + "\n![R² per row](baselines_r2.png)\n\n" + "\n".join(figures) + "\n")
-    atomic_write_bytes(out / "baselines.md", text.encode())
+            + "\n".join(sections) + f"\n![R² per row]({name}_r2.png)\n\n" + "\n".join(figures) + "\n")
+    atomic_write_bytes(out / f"{name}.md", text.encode())
     print(text)
 
 
@@ -251,15 +253,16 @@ GRID_BY_LABEL = {variant.label: variant for variant in GRID}
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000, help="training steps per run (default 3000)")
+    parser.add_argument("--steps", type=int, default=8000, help="training steps per run (default 8000, the presets')")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="model seeds (default 1 2 3)")
     parser.add_argument("--data-seed", type=int, default=1, help="seed of the generated data set (default 1)")
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once (default 2)")
     parser.add_argument("--only", nargs="+", default=None, metavar="KIND", help="model kinds to run, e.g. dks kvae")
     parser.add_argument("--report-only", action="store_true", help="write the results of finished runs; train nothing")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench_baselines"))
+    parser.add_argument("--runs-dir", type=Path, default=None, help="default: runs/bench_baselines/<steps>_steps")
     parser.add_argument("--out-dir", type=Path, default=Path("docs/results"))
     args = parser.parse_args()
+    args.runs_dir = args.runs_dir or Path("runs/bench_baselines") / f"{args.steps}_steps"
     os.environ.setdefault("MUJOCO_GL", "egl")
     grid = [v for v in GRID if args.only is None or v.kind in args.only]
     (args.runs_dir / "logs").mkdir(parents=True, exist_ok=True)
