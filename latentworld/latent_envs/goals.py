@@ -10,6 +10,8 @@ last Dv = Dz − Da dims the velocity, so
 
 A model without that split (the DKS, the DVBS) has one goal kind, the whole **state**: the belief
 mean of its online filter after the goal image (averaged over several images), or Dz raw values.
+One frame shows no motion, so the velocity that such a goal holds is the filter's guess from a
+single frame (for the pendulum: near rest), and r^state pulls toward it as well.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def goal_from_sequence(model: StateSpaceModel, images: np.ndarray | Tensor, acti
 
     Args: images ``(T, H, W[, C])`` (or angle features ``(T, Dobs)``); actions ``(T, Du)``. Returns ``(Dv,)``.
     """
+    if model.position_dims is None:
+        raise GoalError(f"this {model.kind} model's z is not split into position and velocity: no velocity goal")
     frames = as_observation_batch(images, model.obs_shape)[None]  # (1, T, C, H, W)
     actions = np.asarray(actions, dtype=np.float32)
     if actions.shape != (frames.shape[1], model.dim_u) or not np.isfinite(actions).all():
@@ -128,6 +132,9 @@ def load_goal(model: StateSpaceModel, goal: str | Path | Sequence[float] | np.nd
     """
     dim_z = model.dim_z
     dim_a = dim_z if reward == "state" else model.position_dims
+    if dim_a is None:
+        raise GoalError(f"this {model.kind} model's z is not split into position and velocity, so it has no "
+                        f"{reward!r} goal; use reward='state'")
     if isinstance(goal, (str, Path)):
         path = Path(goal)
         if not path.is_file():
@@ -152,6 +159,8 @@ def load_goal(model: StateSpaceModel, goal: str | Path | Sequence[float] | np.nd
 
 def _goal_from_file(model: StateSpaceModel, path: Path, reward: str) -> Tensor:
     kind = "vel" if path.suffix == ".npz" else "state" if reward == "state" else "pos"
+    if reward == "state" and kind == "vel":
+        raise GoalError("an image sequence gives a velocity goal; reward='state' takes a goal image (.png or .npy)")
     if reward != kind:
         what = "an image gives a position" if kind == "pos" else "an image sequence gives a velocity"
         raise GoalError(f"{what} goal, but reward={reward!r}; use reward={kind!r}")

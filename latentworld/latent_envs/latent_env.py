@@ -58,7 +58,8 @@ class LatentDynamics:
     is clamped to the box, and :meth:`escaped` tells which states sit on its edge.
 
     Args:
-        model: a disentangled EKVAE (H the rectangular identity).
+        model: a Markov model (z alone is its state); for ``"pos"``/``"vel"`` one with the position/velocity
+            split (the EKVAE with H the rectangular identity).
         reward: ``"pos"`` (first Da dims of z) or ``"vel"`` (last Dz − Da dims) for a model with the
             position/velocity split; ``"state"`` (all of z) for any model.
         initial: ``"prior"`` (the learned VHP), ``"posterior"`` (smoothed z_1 of data sequences) or
@@ -237,8 +238,8 @@ class LatentEnv(gym.Env):
         initial: ``"prior"`` (VHP sample), ``"posterior"`` (smoothed z_1 of data-set sequences) or
             ``"given"`` (one of ``initial_states``, drawn uniformly).
         data: data set for ``"posterior"`` and goal-conditioned mode (default: the training data).
-        goal_conditioned: sample a goal position per episode from the data's encoded frames and
-            append it to the observation.
+        goal_conditioned: sample a goal per episode from the position part (``"pos"``) or the whole
+            (``"state"``) of the data's smoothed latent states, and append it to the observation.
         render_mode: ``None`` or ``"rgb_array"`` (the decoded mean frame).
         default_model: set by the registration of each env id.
         noise_scale: scale of the learned process noise in ``step`` (0 = mean dynamics).

@@ -79,7 +79,7 @@ class StateSpaceModel(nn.Module, ABC):
     @abstractmethod
     def position_dims(self) -> int | None:
         """Dp when the first Dp dims of z are the position and the rest the velocity (the model is
-        disentangled); None otherwise (latent envs with goals then refuse the model)."""
+        disentangled); None otherwise (the latent envs then offer only the whole-state reward)."""
 
     # ----- training
     @abstractmethod
