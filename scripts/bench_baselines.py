@@ -297,8 +297,9 @@ def main() -> int:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"[bench] {len(jobs)} runs in {(time.time() - started) / 60:.1f} min of wall time, "
               f"{(usage.ru_utime + usage.ru_stime) / 60:.0f} CPU min in this call's children")
-    command = "python scripts/bench_baselines.py " + " ".join(sys.argv[1:])
-    write_results(collect(GRID, args.seeds, args, ledger), args.seeds, args, command.strip(),
+    command = (f"python scripts/bench_baselines.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))} "
+               f"--data-seed {args.data_seed}")  # what reproduces the report (runs train two at a time)
+    write_results(collect(GRID, args.seeds, args, ledger), args.seeds, args, command,
                   sum(ledger.seconds.values()))
     for failure in failures:
         print(f"[bench] FAILED: {failure}", file=sys.stderr)
