@@ -159,6 +159,8 @@ CASES = [
     pytest.param(train_with("model.inference=smother"), "model.inference: must be one of 'smoother', 'filter'",
                  id="config-inference-misspelt"),
     pytest.param(train_with("model.prior=gaussian"), "model.prior: must be one of", id="config-prior-unknown"),
+    pytest.param(train_with("device=cuda"), "device: 'cuda' asked for, but torch sees no CUDA GPU", id="config-no-gpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     pytest.param(train_with("model.kind=planet"), "model.kind: must be one of 'dks', 'dvbs', 'ekvae', 'kvae', 'rssm', got 'planet'", id="config-model-unknown"),
     pytest.param(train_with("schedule.kind=anneal"), "schedule.kind: must be one of", id="config-schedule-unknown"),
     pytest.param(train_with("model.obs_kind=mlp"), "model.obs_kind: must be one of", id="config-obs-kind-unknown"),

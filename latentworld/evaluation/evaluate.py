@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from latentworld.common.data import load_dataset
+from latentworld.common.device import select_device
 from latentworld.common.errors import RunDirError
 from latentworld.common.fileio import atomic_write_bytes, check_output_dir
 from latentworld.evaluation.metrics import PAPER_TABLE_1A, PAPER_TABLE_2, evaluate_model, smoothed_means
@@ -77,6 +78,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
     out = check_output_dir(Path(out_dir) if out_dir else default_output_dir(checkpoint_dir), EVAL_OUTPUTS,
                            "--out")
     model, config, meta = load_model(checkpoint_dir)
+    device = select_device(config.device)
+    model.to(device)
     data_path = data or config.data
     train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
     test = load_dataset(data_path, "test", expect_env_id=meta["env_id"])
@@ -95,7 +98,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
     figures = [plot_latent_space(smoothed_means(model, test), test, out / "latent_space.png")]
     with torch.no_grad():
         shown = slice(0, 4)
-        predicted = {mode: model.predict(test.obs[shown], test.actions[shown], mode=mode)
+        predicted = {mode: model.predict(test.obs[shown].to(device), test.actions[shown].to(device), mode=mode).cpu()
                      for mode in ("smoothed", "filtered")}
     plot = plot_predictions if test.is_image else plot_angle_predictions
     figures.append(plot(test.obs[shown], predicted, out / "predictions.png"))

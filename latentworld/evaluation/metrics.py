@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -97,12 +98,17 @@ def state_targets(states: Tensor, metadata: dict[str, Any]) -> dict[str, Tensor]
     return targets
 
 
+def _chunks(model: StateSpaceModel, data: SequenceDataset, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(obs, actions)`` of ``chunk`` sequences at a time, on the model's device."""
+    device = next(model.parameters()).device
+    for i in range(0, len(data), chunk):
+        yield data.obs[i:i + chunk].to(device), data.actions[i:i + chunk].to(device)
+
+
 @torch.no_grad()
 def smoothed_means(model: StateSpaceModel, data: SequenceDataset, chunk: int = 256) -> Tensor:
-    """Smoothed posterior means ``(N, T, Dz)`` with encoder means as pseudo-observations."""
-    parts = [model.posterior_means(data.obs[i:i + chunk], data.actions[i:i + chunk])
-             for i in range(0, len(data), chunk)]
-    return torch.cat(parts)
+    """Smoothed posterior means ``(N, T, Dz)`` (on the CPU) with encoder means as pseudo-observations."""
+    return torch.cat([model.posterior_means(obs, actions).cpu() for obs, actions in _chunks(model, data, chunk)])
 
 
 @torch.no_grad()
@@ -130,11 +136,10 @@ def prediction_mse(model: StateSpaceModel, data: SequenceDataset, mode: str, n_c
                    chunk: int = 256) -> float:
     """Mean squared error of open-loop predictions per observed dimension (see module doc)."""
     errors = []
-    for i in range(0, len(data), chunk):
-        obs, actions = data.obs[i:i + chunk], data.actions[i:i + chunk]
+    for obs, actions in _chunks(model, data, chunk):
         predicted = model.predict(obs, actions, n_condition=n_condition, mode=mode)
         target = obs[:, obs.shape[1] - predicted.shape[1]:]
-        errors.append((predicted - target).pow(2).flatten(2).mean(-1))
+        errors.append((predicted - target).pow(2).flatten(2).mean(-1).cpu())
     return float(torch.cat(errors).mean())
 
 
@@ -142,9 +147,9 @@ def prediction_mse(model: StateSpaceModel, data: SequenceDataset, mode: str, n_c
 def test_elbo(model: StateSpaceModel, data: SequenceDataset, chunk: int = 256) -> float:
     """Mean ELBO per sequence in nats (one sample of the posterior)."""
     values = []
-    for i in range(0, len(data), chunk):
-        terms = model.loss_terms(data.obs[i:i + chunk], data.actions[i:i + chunk])
-        values.append(-(terms["distortion"] + terms["rate"]))
+    for obs, actions in _chunks(model, data, chunk):
+        terms = model.loss_terms(obs, actions)
+        values.append(-(terms["distortion"] + terms["rate"]).cpu())
     return float(torch.cat(values).mean())
 
 

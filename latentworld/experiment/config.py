@@ -80,6 +80,9 @@ class TrainConfig:
     """Iterations between validation R² / checkpoint."""
     threads: int = setting(2, low=1)
     """torch CPU threads."""
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"))
+    """Where training and evaluation run: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu" or "cuda".
+    Checkpoints are saved on the CPU and load anywhere; the latent envs and agents run on the CPU."""
 
     def __post_init__(self) -> None:
         check_settings(self)

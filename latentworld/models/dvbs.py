@@ -215,7 +215,7 @@ class DVBS(StateSpaceModel):
         z = belief[0]
         mean_w, logvar_w = self._noise_posterior(z, u_prev, features[:, 0])
         _, _, C = self._matrices(z, u_prev)
-        cov = (C * logvar_w.exp().unsqueeze(-2)) @ C.mT + 1e-6 * torch.eye(self.dim_z, dtype=z.dtype)
+        cov = (C * logvar_w.exp().unsqueeze(-2)) @ C.mT + 1e-6 * torch.eye(self.dim_z, dtype=z.dtype, device=z.device)
         return self._step(z, u_prev, mean_w), cov
 
     def encode_position(self, x: Tensor) -> Tensor:

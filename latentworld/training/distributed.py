@@ -1,10 +1,11 @@
 """Data-parallel training across processes started by ``torchrun``.
 
 ``torchrun --nproc_per_node=N -m latentworld.cli train ...`` starts N processes with the same
-arguments; each joins one process group (gloo: training runs on the CPU) and trains on its shard of every global
-batch (``batch_size`` stays the global batch), with gradients averaged by
-``DistributedDataParallel``. One process (rank 0) writes checkpoints, history and TensorBoard
-events. A plain ``latentworld train`` is a group of one.
+arguments; each joins one process group (gloo on the CPU, NCCL when training runs on CUDA, each
+process on the GPU of its local rank) and trains on its shard of every global batch
+(``batch_size`` stays the global batch), with gradients averaged by ``DistributedDataParallel``.
+One process (rank 0) writes checkpoints, history and TensorBoard events. A plain
+``latentworld train`` is a group of one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
@@ -41,13 +43,16 @@ class ProcessGroup:
         return values / self.world_size
 
 
-def join_process_group() -> ProcessGroup:
+def join_process_group(device: torch.device | None = None) -> ProcessGroup:
     """Join the group described by torchrun's environment (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``...),
-    or return a group of one when there is none."""
+    or return a group of one when there is none. ``device`` (default CPU) picks the backend."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return ProcessGroup()
     if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")  # training runs on the CPU (tensors stay there)
+        on_gpu = device is not None and device.type == "cuda"
+        if on_gpu:
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if on_gpu else "gloo")
     return ProcessGroup(dist.get_rank(), dist.get_world_size())
 
 

@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from latentworld.common.data import SequenceDataset, load_dataset
+from latentworld.common.device import select_device
 from latentworld.common.errors import CheckpointError, ConfigError, RunDirError
 from latentworld.common.fileio import (
     atomic_write_bytes,
@@ -58,7 +59,7 @@ LOG_EVERY = 25
 VALIDATION_SEQUENCES = 256
 # Config fields a resumed run may change: `steps` extends (or shortens) the run; the cosine learning-rate
 # schedule then follows the new length from the resumed step on.
-RESUMABLE_CHANGES = ("steps", "eval_every", "threads")
+RESUMABLE_CHANGES = ("steps", "eval_every", "threads", "device")
 
 
 def make_schedule(config: TrainConfig) -> Rewo | KLAnnealing:
@@ -126,7 +127,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
         self.config, self.run_dir = config, Path(run_dir)
-        self.group = join_process_group()
+        self.device = select_device(config.device)
+        self.group = join_process_group(self.device)
         if config.batch_size % self.group.world_size:
             raise ConfigError(f"batch_size ({config.batch_size}) must divide evenly among the "
                               f"{self.group.world_size} processes")
@@ -136,10 +138,11 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.train_data = load_dataset(config.data, "train")
         self.test_data = load_dataset(config.data, "test")
-        self.model = build_model(config, self.train_data)
+        self.model = build_model(config, self.train_data).to(self.device)
         self.loss_terms: torch.nn.Module = LossTerms(self.model)
         if self.group.world_size > 1:  # averages the gradients of the processes during backward
-            self.loss_terms = DistributedDataParallel(self.loss_terms)
+            self.loss_terms = DistributedDataParallel(
+                self.loss_terms, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.schedule = make_schedule(config)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -197,6 +200,8 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:  # the model's noise is drawn there
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         # Steps logged after the last checkpoint are trained again: drop their history lines (and a
         # line cut off by the kill).
@@ -211,6 +216,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "step": self.step,
             "elapsed": self.elapsed,
         }
@@ -239,8 +245,9 @@ class Trainer:
         c, group = self.config, self.group
         index = torch.randint(len(self.train_data), (c.batch_size,), generator=self.generator)
         index = index.view(group.world_size, -1)[group.rank]  # this process's shard of the global batch
+        x, u = (self.train_data.obs[index].to(self.device), self.train_data.actions[index].to(self.device))
         with batch_shard(group.rank, group.world_size):
-            terms = self.loss_terms(self.train_data.obs[index], self.train_data.actions[index])
+            terms = self.loss_terms(x, u)
         distortion, rate = terms["distortion"].mean(), terms["rate"].mean()
         # Global-batch means (equal shards), so REWO's λ and D0 agree across processes.
         logged_per_dim, logged_distortion, logged_rate = group.mean(
