@@ -32,6 +32,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, data=args.data, out_dir=args.out, seed=args.seed)
     print(result["table"])
+    print(f"[evaluate] {result['identification']}")
     print(f"[evaluate] {result['out']}: eval.json, " + ", ".join(Path(f).name for f in result["figures"]))
     return 0
 

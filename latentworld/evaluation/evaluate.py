@@ -25,6 +25,7 @@ from latentworld.experiment.history import read_history
 from latentworld.models import MODELS
 
 EVAL_FILE = "eval.json"
+IDENTIFIED_R2 = 0.95  # every state variable recovered linearly from z at least this well
 EVAL_OUTPUTS = (EVAL_FILE, "latent_space.png", "predictions.png", "training_curves.png")
 DEFAULT_EVAL_ROOT = Path("runs") / "evaluate"
 
@@ -40,6 +41,24 @@ def model_label(config: TrainConfig) -> str:
     """Row name in the paper's style, e.g. ``VHP-EKVAE (CO)``."""
     schedule = "CO" if config.schedule.kind == "rewo" else "annealing"
     return f"{MODELS[config.model.kind].label(config.model)} ({schedule})"
+
+
+def identification(metrics: dict[str, float]) -> str:
+    """One line: did the model identify the system (every OLS R² ≥ ``IDENTIFIED_R2``)? If not, which
+    variables fall short, whether the nonlinear probe finds them in z all the same, and what to try."""
+    linear = {key[3:]: value for key, value in metrics.items()
+              if key.startswith("r2_") and not key.startswith(("r2_knn_", "r2_raw_"))}
+    short = {name: value for name, value in linear.items() if value < IDENTIFIED_R2}
+    if not short:
+        return f"identified: every state variable's OLS R² >= {IDENTIFIED_R2} (lowest {min(linear.values()):.3f})"
+    parts = []
+    for name, value in short.items():
+        probe = metrics.get(f"r2_knn_{name}")
+        where = "" if probe is None else (f", though a kNN probe finds it in z (R² {probe:.3f}): entangled" if probe >= IDENTIFIED_R2
+                                          else f", and a kNN probe gives {probe:.3f}: missing from z")
+        parts.append(f"{name} R² {value:.3f}{where}")
+    return (f"NOT identified (OLS R² < {IDENTIFIED_R2}): " + "; ".join(parts)
+            + ". Train longer (the presets use 8000 steps) or with another seed.")
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -111,6 +130,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
     if history:
         figures.append(plot_training_curves(history, out / "training_curves.png"))
     result = {"label": label, "checkpoint": str(checkpoint_dir), "data": data_path, "metrics": metrics,
+              "identification": identification(metrics),
               "train_seconds": meta.get("train_seconds"), "step": meta.get("step")}
     atomic_write_bytes(out / EVAL_FILE, json.dumps(result, indent=2).encode())
     return {**result, "table": table, "figures": [str(f) for f in figures], "out": str(out)}
