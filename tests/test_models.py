@@ -104,3 +104,26 @@ def test_models_with_a_recurrent_state_are_refused_by_the_latent_env_and_the_obs
         LatentDynamics(model)
     with pytest.raises(ModelCapabilityError, match="the real-env observer needs"):
         Observer(model)
+
+
+@pytest.mark.parametrize("kind", sorted(VARIANTS))
+def test_bfloat16_observation_networks_give_nearly_the_float32_loss_and_every_gradient(kind):
+    import torch
+
+    from latentworld.models.networks import observation_precision
+
+    settings, obs_shape, dim_u = VARIANTS[kind][0]
+    torch.manual_seed(0)
+    model = MODELS[kind](MODELS[kind].config_class(**settings), obs_shape, dim_u)
+    x, u = torch.rand(4, 6, *obs_shape).round(), torch.rand(4, 6, dim_u) * 2 - 1
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(1)  # the same noise
+        with observation_precision(precision):
+            terms = model.loss_terms(x, u)
+        losses[precision] = (terms["distortion"] + terms["rate"]).mean()
+    assert losses["bfloat16"].dtype == torch.float32
+    difference = float((losses["bfloat16"] - losses["float32"]).detach())
+    assert abs(difference) < 1e-2 * abs(float(losses["float32"].detach()))
+    losses["bfloat16"].backward()
+    assert all(p.grad is not None and p.dtype == torch.float32 for p in model.parameters())

@@ -9,17 +9,45 @@ Three observation kinds:
 Image decoders are **Bernoulli** over pixel intensities in [0, 1] (the usual choice for the
 pendulum data; distortion is then the binary cross-entropy in nats). The vector decoder is
 Gaussian with a learned per-dimension standard deviation.
+
+Inside :func:`observation_precision` ("bfloat16"), encoders and decoders compute their matrix
+products in bfloat16 (autocast; parameters and outputs stay float32). Nothing else is affected:
+the transitions, priors and the Kalman core always compute in the model's dtype.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from latentworld.common.errors import DatasetError
+
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+_precision: torch.dtype | None = None  # the autocast dtype of the observation networks, None: off
+
+
+@contextmanager
+def observation_precision(name: str) -> Iterator[None]:
+    """Within the block, encoders and decoders compute in ``name`` (a key of ``PRECISIONS``)."""
+    global _precision
+    previous, _precision = _precision, PRECISIONS[name]
+    try:
+        yield
+    finally:
+        _precision = previous
+
+
+def _run(body: nn.Module, x: Tensor) -> Tensor:
+    """``body(x)`` in the current observation precision, returned in x's dtype."""
+    if _precision is None:
+        return body(x)
+    with torch.autocast(x.device.type, dtype=_precision):
+        return body(x).to(x.dtype)
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int = 2, activation: type[nn.Module] = nn.ReLU
@@ -65,7 +93,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Args: x ``(N, *obs_shape)``. Returns: mean, logvar ``(N, Da)``."""
-        mean, logvar = self.body(x).chunk(2, dim=-1)
+        mean, logvar = _run(self.body, x).chunk(2, dim=-1)
         return mean, logvar.clamp(-12.0, 6.0)
 
 
@@ -99,7 +127,7 @@ class Decoder(nn.Module):
 
     def forward(self, a: Tensor) -> Tensor:
         """Args: a ``(N, Da)``. Returns: logits (images) or means (vectors) ``(N, *obs_shape)``."""
-        return self.body(a)
+        return _run(self.body, a)
 
     def log_prob(self, x: Tensor, a: Tensor) -> Tensor:
         """log p(x|a) summed over observed dimensions. Args: x ``(N, *obs_shape)``, a ``(N, Da)``.

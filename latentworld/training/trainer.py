@@ -51,6 +51,7 @@ from latentworld.experiment.checkpoint import (
 from latentworld.experiment.config import TrainConfig, config_from_dict, config_to_dict
 from latentworld.experiment.history import HISTORY_FILE, read_history
 from latentworld.models import MODELS, StateSpaceModel
+from latentworld.models.networks import observation_precision
 from latentworld.probability.noise import batch_shard
 from latentworld.training.distributed import LossTerms, join_process_group
 from latentworld.training.rewo import KLAnnealing, Rewo
@@ -246,7 +247,7 @@ class Trainer:
         index = torch.randint(len(self.train_data), (c.batch_size,), generator=self.generator)
         index = index.view(group.world_size, -1)[group.rank]  # this process's shard of the global batch
         x, u = (self.train_data.obs[index].to(self.device), self.train_data.actions[index].to(self.device))
-        with batch_shard(group.rank, group.world_size):
+        with batch_shard(group.rank, group.world_size), observation_precision(c.precision):
             terms = self.loss_terms(x, u)
         distortion, rate = terms["distortion"].mean(), terms["rate"].mean()
         # Global-batch means (equal shards), so REWO's λ and D0 agree across processes.
