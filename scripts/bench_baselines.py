@@ -197,8 +197,8 @@ def plot_r2(rows: dict, path: Path) -> None:
     labels = list(rows)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels)), 4))
     for offset, (metric, color) in enumerate((("r2_hinge_angle", "C0"), ("r2_hinge_velocity", "C3"))):
-        shown = [(i + 0.2 * (offset - 0.5), label) for i, label in enumerate(labels) if metric in rows[label]["summary"]]
-        ax.bar([x for x, _ in shown], [rows[label]["summary"][metric]["mean"] for _, label in shown], width=0.4,
+        shown = [(i + 0.4 * (offset - 0.5), label) for i, label in enumerate(labels) if metric in rows[label]["summary"]]
+        ax.bar([x for x, _ in shown], [rows[label]["summary"][metric]["mean"] for _, label in shown], width=0.38,
                color=color, alpha=0.6, label=metric[3:])
         for x, label in shown:
             seeds = [run[metric] for run in rows[label]["seeds"].values()]
@@ -210,6 +210,20 @@ def plot_r2(rows: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def per_seed_table(rows: dict, seeds: list[int]) -> str:
+    """Velocity R² and smoothed prediction MSE of every seed, one line per row."""
+    width = max(len(label) for label in rows) + 2
+    header = "model".ljust(width) + "".join(f"{f'vel R² s{s}':>12}" for s in seeds) + "".join(
+        f"{f'MSE s{s}':>12}" for s in seeds)
+    lines = [header]
+    for label, row in rows.items():
+        runs = row["seeds"]
+        cells = [f"{runs[s]['r2_hinge_velocity']:.3f}" if s in runs else "-" for s in seeds]
+        cells += [f"{runs[s]['mse_smoothed']:.2e}" if s in runs else "-" for s in seeds]
+        lines.append(label.ljust(width) + "".join(f"{cell:>12}" for cell in cells))
+    return "\n".join(lines)
 
 
 def write_results(rows: dict, seeds: list[int], args: argparse.Namespace, command: str, cpu_seconds: float) -> None:
@@ -240,8 +254,9 @@ def write_results(rows: dict, seeds: list[int], args: argparse.Namespace, comman
         cpu = "\n".join(f"- {label}: {len(row['seeds'])} seeds, {row['cpu_seconds'] / 60:.0f} CPU min"
                         for label, row in shown.items())
         sections.append(f"## {title}\n\nMean over seeds:\n\n```\n{format_table(means)}\n```\n\nStandard deviation over "
-                        f"seeds:\n\n```\n{format_table(stds)}\n```\n\nThe paper:\n\n```\n{format_table(paper)}\n```\n\n"
-                        f"{cpu}\n")
+                        f"seeds:\n\n```\n{format_table(stds)}\n```\n\nEach seed (a mean can hide runs that "
+                        f"failed):\n\n```\n{per_seed_table(shown, seeds)}\n```\n\nThe paper:\n\n```\n"
+                        f"{format_table(paper)}\n```\n\n{cpu}\n")
     text = (f"# Baselines: the paper's Tables 1a and 2 on our pendulum data\n\n`{command}`\n\n"
             f"{machine}; {args.steps} steps per run; model seeds {seeds}, data seed {args.data_seed} (held out: "
             f"the presets were tuned on seed 0 of both); {cpu_hours:.1f} CPU hours in all.\n\n"
