@@ -44,9 +44,9 @@ class EKVAE(KalmanVAE):
     def label(cls, config: EKVAEConfig) -> str:
         return "VHP-EKVAE" if config.prior == "vhp" else "EKVAE"
 
-    def __init__(self, config: EKVAEConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
-        super().__init__(config, obs_shape, dim_u)
-        self.mixer = mlp(config.dim_z + dim_u, config.mixer_hidden, config.num_bases)
+    def build_mixing_network(self, config: EKVAEConfig) -> None:
+        """g(z, u): an MLP from the state and the action to M logits."""
+        self.mixer = mlp(config.dim_z + self.dim_u, config.mixer_hidden, config.num_bases)
 
     def mixing_weights(self, z: Tensor, v: Tensor) -> Tensor:
         """softmax(g(z, u)) ``(N, M)`` for z ``(N, Dz)``, u = v ``(N, Du)``."""

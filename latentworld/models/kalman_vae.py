@@ -107,6 +107,8 @@ class KalmanVAE(StateSpaceModel):
         # (θ, φ): observation networks.
         self.encoder = Encoder(config.obs_kind, self.obs_shape, da, config.hidden)
         self.decoder = Decoder(config.obs_kind, self.obs_shape, da, config.hidden)
+        # Here, before the base matrices: the order in which parameters are drawn fixes what a seed gives.
+        self.build_mixing_network(config)
         # ψ: base matrices, auxiliary-variable model and the filter's initial belief.
         self.F_bases = nn.Parameter(torch.eye(dz).repeat(m, 1, 1) + 0.01 * torch.randn(m, dz, dz))
         self.B_bases = nn.Parameter(0.01 * torch.randn(m, dz, dim_u))
@@ -121,6 +123,10 @@ class KalmanVAE(StateSpaceModel):
         self.prior = make_prior(config.prior, dz)
 
     # ----- what a member supplies
+    @abstractmethod
+    def build_mixing_network(self, config: KalmanVAEConfig) -> None:
+        """Create the modules that produce the mixing weights (called once by ``__init__``)."""
+
     @abstractmethod
     def mixing_weights(self, z: Tensor, v: Tensor) -> Tensor:
         """α ``(N, M)`` (rows sum to 1) of the transition from z ``(N, Dz)`` with inputs v ``(N, Dv)``."""

@@ -54,8 +54,8 @@ class KVAE(KalmanVAE):
     def label(cls, config: KVAEConfig) -> str:
         return "VHP-KVAE" if config.prior == "vhp" else "KVAE"
 
-    def __init__(self, config: KVAEConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
-        super().__init__(config, obs_shape, dim_u)
+    def build_mixing_network(self, config: KVAEConfig) -> None:
+        """The LSTM over a_{1:t} and its linear read-out W to M logits."""
         self.lstm = nn.LSTM(config.dim_a, config.lstm_hidden, batch_first=True)
         self.mixing_out = nn.Linear(config.lstm_hidden, config.num_bases)
 
