@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from latentworld.common.errors import ModelCapabilityError
+from latentworld.models.networks import check_observation_kind
 
 Belief = tuple[Tensor, Tensor]
 """A Gaussian belief over z: mean ``(B, Dz)``, covariance ``(B, Dz, Dz)``; a policy observes the mean."""
@@ -41,19 +42,21 @@ class StateSpaceModel(nn.Module, ABC):
     kind: ClassVar[str]
     config_class: ClassVar[type]
     markovian: ClassVar[bool] = True
+    config: Any
     obs_shape: tuple[int, ...]
     dim_u: int
 
     @classmethod
-    @abstractmethod
     def label(cls, config: Any) -> str:
-        """The model's row name in result tables, e.g. ``"VHP-EKVAE"``."""
+        """The model's row name in result tables: its kind in capitals, "VHP-" before it with the VHP."""
+        return f"VHP-{cls.kind.upper()}" if config.prior == "vhp" else cls.kind.upper()
 
     @classmethod
-    @abstractmethod
     def check_data(cls, config: Any, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
         """Raise :class:`~latentworld.common.errors.DatasetError` if a data set (images or vectors of
-        ``obs_shape``, named ``source``) cannot be modelled with ``config``."""
+        ``obs_shape``, named ``source``) cannot be modelled with ``config`` (by default: whether its
+        ``obs_kind`` observation networks take such data)."""
+        check_observation_kind(config.obs_kind, is_image, obs_shape, source)
 
     def require_markovian(self, use: str) -> None:
         """Raise :class:`~latentworld.common.errors.ModelCapabilityError` unless z alone is the state (``use``
@@ -71,15 +74,16 @@ class StateSpaceModel(nn.Module, ABC):
 
     # ----- sizes
     @property
-    @abstractmethod
     def dim_z(self) -> int:
-        """Size of the latent state z."""
+        """Size of the latent state z (the config's ``dim_z``)."""
+        return self.config.dim_z
 
     @property
-    @abstractmethod
     def position_dims(self) -> int | None:
         """Dp when the first Dp dims of z are the position and the rest the velocity (the model is
-        disentangled); None otherwise (the latent envs then offer only the whole-state reward)."""
+        disentangled); None (the default) otherwise: the latent envs then offer only the whole-state
+        reward."""
+        return None
 
     # ----- training
     @abstractmethod

@@ -21,11 +21,9 @@ from torch import Tensor, nn
 
 from latentworld.common.settings import check_settings, setting
 from latentworld.models.base import Belief, StateSpaceModel
-from latentworld.models.networks import Decoder, Encoder, check_observation_kind, mlp
+from latentworld.models.networks import Decoder, Encoder, frame_features, mlp, split_gaussian
 from latentworld.models.prior import diag_gaussian_log_prob, make_prior
 from latentworld.probability.noise import batch_noise
-
-LOGVAR_RANGE = (-10.0, 4.0)
 
 
 @dataclass
@@ -65,14 +63,6 @@ class DKS(StateSpaceModel):
     kind = "dks"
     config_class = DKSConfig
 
-    @classmethod
-    def label(cls, config: DKSConfig) -> str:
-        return "VHP-DKS" if config.prior == "vhp" else "DKS"
-
-    @classmethod
-    def check_data(cls, config: DKSConfig, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
-        check_observation_kind(config.obs_kind, is_image, obs_shape, source)
-
     def __init__(self, config: DKSConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
         super().__init__()
         self.config, self.obs_shape, self.dim_u = config, tuple(obs_shape), dim_u
@@ -90,14 +80,6 @@ class DKS(StateSpaceModel):
         self.prior = make_prior(config.prior, dz)
 
     # ----- sizes and parameter groups
-    @property
-    def dim_z(self) -> int:
-        return self.config.dim_z
-
-    @property
-    def position_dims(self) -> None:
-        return None
-
     def observation_parameters(self) -> list[nn.Parameter]:
         """Decoder (θ) and the whole recognition (φ: frame encoder, GRU, combiner): together a VAE
         of the frames, which REWO's initial phase trains before the transition."""
@@ -107,20 +89,19 @@ class DKS(StateSpaceModel):
     # ----- pieces
     def _future_summaries(self, x: Tensor) -> Tensor:
         """h_t ``(B, T, H)`` from x_{t:T}: the GRU run backwards in time."""
-        features = self.encoder(x.reshape(-1, *self.obs_shape))[0].reshape(*x.shape[:2], -1)
+        features = frame_features(self.encoder, x, self.obs_shape)
         backward, _ = self.rnn(features.flip(1))
         return backward.flip(1)
 
     def _combine(self, z_prev: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """q(z_t | z_{t-1}, h_t): mean and log-variance ``(B, Dz)``."""
         c = 0.5 * (torch.tanh(self.combine_z(z_prev)) + h)
-        mean, logvar = self.combine_out(c).chunk(2, dim=-1)
-        return mean, logvar.clamp(*LOGVAR_RANGE)
+        return split_gaussian(self.combine_out(c))
 
     def _transition(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """p(z_{t+1} | z_t, u_t): mean and log-variance ``(N, Dz)``."""
-        delta, logvar = self.transition_net(torch.cat([z, u], dim=-1)).chunk(2, dim=-1)
-        return z + delta, logvar.clamp(*LOGVAR_RANGE)
+        delta, logvar = split_gaussian(self.transition_net(torch.cat([z, u], dim=-1)))
+        return z + delta, logvar
 
     def _recognise(self, x: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Run q forward in time. Returns z ``(B, T, Dz)`` (samples, or means if not ``sample``) and

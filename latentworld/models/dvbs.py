@@ -23,11 +23,9 @@ from torch import Tensor, nn
 
 from latentworld.common.settings import check_settings, setting
 from latentworld.models.base import Belief, StateSpaceModel
-from latentworld.models.networks import Decoder, Encoder, check_observation_kind, mlp
+from latentworld.models.networks import Decoder, Encoder, frame_features, mlp, split_gaussian
 from latentworld.models.prior import diag_gaussian_log_prob, make_prior
 from latentworld.probability.noise import batch_noise
-
-LOGVAR_RANGE = (-10.0, 4.0)
 
 
 @dataclass
@@ -73,14 +71,6 @@ class DVBS(StateSpaceModel):
     kind = "dvbs"
     config_class = DVBSConfig
 
-    @classmethod
-    def label(cls, config: DVBSConfig) -> str:
-        return "VHP-DVBS" if config.prior == "vhp" else "DVBS"
-
-    @classmethod
-    def check_data(cls, config: DVBSConfig, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
-        check_observation_kind(config.obs_kind, is_image, obs_shape, source)
-
     def __init__(self, config: DVBSConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
         super().__init__()
         self.config, self.obs_shape, self.dim_u = config, tuple(obs_shape), dim_u
@@ -100,14 +90,6 @@ class DVBS(StateSpaceModel):
         self.prior = make_prior(config.prior, dz)
 
     # ----- sizes and parameter groups
-    @property
-    def dim_z(self) -> int:
-        return self.config.dim_z
-
-    @property
-    def position_dims(self) -> None:
-        return None
-
     def observation_parameters(self) -> list[nn.Parameter]:
         """Decoder (θ) and the whole recognition (φ: frame encoder, initial-state GRU, noise posterior):
         REWO's initial phase trains them before the transition."""
@@ -117,7 +99,7 @@ class DVBS(StateSpaceModel):
     # ----- pieces
     def _features(self, x: Tensor) -> Tensor:
         """e(x_t) ``(B, T, F)`` for x ``(B, T, *obs_shape)``."""
-        return self.encoder(x.reshape(-1, *self.obs_shape))[0].reshape(*x.shape[:2], -1)
+        return frame_features(self.encoder, x, self.obs_shape)
 
     def _matrices(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """A ``(N, Dz, Dz)``, B ``(N, Dz, Du)``, C ``(N, Dz, Dw)`` at (z, u)."""
@@ -134,13 +116,11 @@ class DVBS(StateSpaceModel):
     def _initial(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """q(z_1 | x_{1:K}): mean and log-variance ``(B, Dz)`` from features ``(B, K, F)``."""
         _, last = self.initial_rnn(features)
-        mean, logvar = self.initial_out(last[-1]).chunk(2, dim=-1)
-        return mean, logvar.clamp(*LOGVAR_RANGE)
+        return split_gaussian(self.initial_out(last[-1]))
 
     def _noise_posterior(self, z: Tensor, u: Tensor, next_features: Tensor) -> tuple[Tensor, Tensor]:
         """q(w_t | z_t, u_t, x_{t+1}): mean and log-variance ``(N, Dw)``."""
-        mean, logvar = self.noise_net(torch.cat([z, u, next_features], dim=-1)).chunk(2, dim=-1)
-        return mean, logvar.clamp(*LOGVAR_RANGE)
+        return split_gaussian(self.noise_net(torch.cat([z, u, next_features], dim=-1)))
 
     def _recognise(self, x: Tensor, u: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The posterior path. Returns z ``(B, T, Dz)``, the noise KL ``(B,)``, and q(z_1)'s mean and

@@ -40,10 +40,6 @@ class EKVAE(KalmanVAE):
     kind = "ekvae"
     config_class = EKVAEConfig
 
-    @classmethod
-    def label(cls, config: EKVAEConfig) -> str:
-        return "VHP-EKVAE" if config.prior == "vhp" else "EKVAE"
-
     def build_mixing_network(self, config: EKVAEConfig) -> None:
         """g(z, u): an MLP from the state and the action to M logits."""
         self.mixer = mlp(config.dim_z + self.dim_u, config.mixer_hidden, config.num_bases)

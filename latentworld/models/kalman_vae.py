@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from latentworld.common.errors import ConfigError
 from latentworld.common.settings import check_settings, setting
 from latentworld.models.base import StateSpaceModel
-from latentworld.models.networks import Decoder, Encoder, check_observation_kind
+from latentworld.models.networks import Decoder, Encoder
 from latentworld.models.prior import make_prior
 from latentworld.probability.gaussian import (
     LOG_2PI,
@@ -94,10 +94,6 @@ class KalmanVAE(StateSpaceModel):
         dim_u: action size.
     """
 
-    @classmethod
-    def check_data(cls, config: KalmanVAEConfig, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
-        check_observation_kind(config.obs_kind, is_image, obs_shape, source)
-
     def __init__(self, config: KalmanVAEConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
         super().__init__()
         if config.dim_a > config.dim_z:
@@ -141,10 +137,6 @@ class KalmanVAE(StateSpaceModel):
         return [*self.encoder.parameters(), *self.decoder.parameters()]
 
     # ----- sizes
-    @property
-    def dim_z(self) -> int:
-        return self.config.dim_z
-
     @property
     def position_dims(self) -> int | None:
         """Da when H is the rectangular identity (z = (position a, velocity)), else None."""

@@ -50,10 +50,6 @@ class KVAE(KalmanVAE):
     config_class = KVAEConfig
     markovian = False
 
-    @classmethod
-    def label(cls, config: KVAEConfig) -> str:
-        return "VHP-KVAE" if config.prior == "vhp" else "KVAE"
-
     def build_mixing_network(self, config: KVAEConfig) -> None:
         """The LSTM over a_{1:t} and its linear read-out W to M logits."""
         self.lstm = nn.LSTM(config.dim_a, config.lstm_hidden, batch_first=True)

@@ -147,6 +147,21 @@ class Decoder(nn.Module):
         return torch.sigmoid(out) if self.log_std is None else out
 
 
+LOGVAR_RANGE = (-10.0, 4.0)  # the log-variances the baselines' Gaussian heads may take
+
+
+def split_gaussian(out: Tensor) -> tuple[Tensor, Tensor]:
+    """A Gaussian head's output ``(..., 2D)`` as mean and log-variance ``(..., D)``, the latter clamped
+    to ``LOGVAR_RANGE``."""
+    mean, logvar = out.chunk(2, dim=-1)
+    return mean, logvar.clamp(*LOGVAR_RANGE)
+
+
+def frame_features(encoder: Encoder, x: Tensor, obs_shape: tuple[int, ...]) -> Tensor:
+    """The encoder's mean output for every frame, ``(B, T, F)`` for x ``(B, T, *obs_shape)``."""
+    return encoder(x.reshape(-1, *obs_shape))[0].reshape(*x.shape[:2], -1)
+
+
 IMAGE_KINDS = ("image", "image_conv")
 
 

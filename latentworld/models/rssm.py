@@ -25,11 +25,9 @@ from torch import Tensor, nn
 
 from latentworld.common.settings import check_settings, setting
 from latentworld.models.base import Belief, StateSpaceModel
-from latentworld.models.networks import Decoder, Encoder, check_observation_kind, mlp
+from latentworld.models.networks import Decoder, Encoder, frame_features, mlp, split_gaussian
 from latentworld.models.prior import diag_gaussian_log_prob, make_prior
 from latentworld.probability.noise import batch_noise
-
-LOGVAR_RANGE = (-10.0, 4.0)
 
 
 @dataclass
@@ -70,14 +68,6 @@ class RSSM(StateSpaceModel):
     config_class = RSSMConfig
     markovian = False
 
-    @classmethod
-    def label(cls, config: RSSMConfig) -> str:
-        return "VHP-RSSM" if config.prior == "vhp" else "RSSM"
-
-    @classmethod
-    def check_data(cls, config: RSSMConfig, is_image: bool, obs_shape: tuple[int, ...], source: str) -> None:
-        check_observation_kind(config.obs_kind, is_image, obs_shape, source)
-
     def __init__(self, config: RSSMConfig, obs_shape: tuple[int, ...], dim_u: int) -> None:
         super().__init__()
         self.config, self.obs_shape, self.dim_u = config, tuple(obs_shape), dim_u
@@ -93,14 +83,6 @@ class RSSM(StateSpaceModel):
         self.prior = make_prior(config.prior, dz)
 
     # ----- sizes and parameter groups
-    @property
-    def dim_z(self) -> int:
-        return self.config.dim_z
-
-    @property
-    def position_dims(self) -> None:
-        return None
-
     def observation_parameters(self) -> list[nn.Parameter]:
         """Decoder (θ) and recognition (φ: frame encoder and posterior network)."""
         return [*(p for net in (self.decoder, self.encoder, self.posterior_net) for p in net.parameters())]
@@ -108,12 +90,7 @@ class RSSM(StateSpaceModel):
     # ----- pieces
     def _features(self, x: Tensor) -> Tensor:
         """e(x_t) ``(B, T, F)`` for x ``(B, T, *obs_shape)``."""
-        return self.encoder(x.reshape(-1, *self.obs_shape))[0].reshape(*x.shape[:2], -1)
-
-    @staticmethod
-    def _gaussian(out: Tensor) -> tuple[Tensor, Tensor]:
-        mean, logvar = out.chunk(2, dim=-1)
-        return mean, logvar.clamp(*LOGVAR_RANGE)
+        return frame_features(self.encoder, x, self.obs_shape)
 
     def _next_hidden(self, h: Tensor, z: Tensor, u: Tensor) -> Tensor:
         """h_{t+1} ``(N, Dh)`` from h_t, z_t ``(N, Dz)`` and u_t ``(N, Du)``."""
@@ -130,9 +107,9 @@ class RSSM(StateSpaceModel):
         for t in range(x.shape[1]):
             if t > 0:
                 h = self._next_hidden(h, zs[-1], u[:, t - 1])
-            mean, logvar = self._gaussian(self.posterior_net(torch.cat([h, features[:, t]], dim=-1)))
+            mean, logvar = split_gaussian(self.posterior_net(torch.cat([h, features[:, t]], dim=-1)))
             if t > 0:
-                mean_p, logvar_p = self._gaussian(self.prior_net(h))
+                mean_p, logvar_p = split_gaussian(self.prior_net(h))
                 kl = kl + 0.5 * (logvar_p - logvar + (logvar.exp() + (mean - mean_p) ** 2) / logvar_p.exp() - 1).sum(-1)
             zs.append(mean + batch_noise(mean) * (0.5 * logvar).exp() if sample else mean)
             hs.append(h)
@@ -177,7 +154,7 @@ class RSSM(StateSpaceModel):
         zs, hs_out = [z], [h]
         for t in range(start, x.shape[1] - 1):
             h = self._next_hidden(h, z, u[:, t])
-            z = self._gaussian(self.prior_net(h))[0]
+            z = split_gaussian(self.prior_net(h))[0]
             zs.append(z)
             hs_out.append(h)
         return self._decode(torch.stack(zs, 1), torch.stack(hs_out, 1))
