@@ -6,10 +6,11 @@ constrained optimisation (CO = REWO) and the VHP, over several seeds, beside the
 Held out: the presets were tuned on data seed 0 and model seed 0; this benchmark trains on a data
 set generated with ``--data-seed`` (default 1) and model seeds ``--seeds`` (default 1 2 3), none of
 which any tuning saw. Each run is ``latentworld train`` + ``latentworld evaluate`` in a child
-process (torch threads: CPU cores / workers), its log in ``RUNS/logs/``. REWO's calibration phase
-and the annealing ramp keep the presets' lengths (1000 and 3000 steps) but take at most a third and
-a half of a shorter run. Interrupt it at any time: a second call resumes every unfinished run from
-its last checkpoint and skips finished ones. A run that fails is reported and the others go on.
+process (torch threads: the CPU cores this process may use / workers, so ``taskset`` restricts
+them), its log in ``RUNS/logs/``. REWO's calibration phase and the annealing ramp keep the presets'
+lengths (1000 and 3000 steps) but take at most a third and a half of a shorter run. Interrupt it at
+any time: a second call resumes every unfinished run from its last checkpoint and skips finished
+ones. A run that fails is reported and the others go on.
 
 Writes ``docs/results/baselines_<steps>steps.{json,md}``, one latent-space figure per model family
 (``baselines_<steps>steps_latent_<kind>.png``, the first seed of its first row) and
@@ -115,7 +116,7 @@ def run_one(variant: Variant, seed: int, args: argparse.Namespace, data: Path, l
     evaluation = run_dir / "eval" / EVAL_FILE
     if evaluation.exists() and json.loads(evaluation.read_text()).get("step") == args.steps:
         return
-    threads = max(1, (os.cpu_count() or 2) // args.workers)
+    threads = max(1, len(os.sched_getaffinity(0)) // args.workers)
     calibration, anneal = min(1000, args.steps // 3), min(3000, args.steps // 2)
     key, log = f"{variant.slug}/seed{seed}", args.runs_dir / "logs" / f"{variant.slug}_seed{seed}.log"
     train = [sys.executable, "-m", "latentworld.cli", "train", "--config", variant.preset, "--run-dir", str(run_dir),
@@ -313,7 +314,8 @@ def main() -> int:
         print(f"[bench] {len(jobs)} runs in {(time.time() - started) / 60:.1f} min of wall time, "
               f"{(usage.ru_utime + usage.ru_stime) / 60:.0f} CPU min in this call's children")
     command = (f"python scripts/bench_baselines.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))} "
-               f"--data-seed {args.data_seed}")  # what reproduces the report (runs train two at a time)
+               f"--data-seed {args.data_seed}" + (f" --only {' '.join(args.only)}" if args.only else ""))
+    # ^ what reproduces the report (runs train two at a time)
     write_results(collect(GRID, args.seeds, args, ledger), args.seeds, args, command,
                   sum(ledger.seconds.values()))
     for failure in failures:
