@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from agents.saved_policy import METHODS
+from agents.tasks import TASKS
 from latentworld.cli import describe, positive_int
 from latentworld.common.errors import LatentworldError
 from latentworld.common.fileio import check_writable, refuse_package_dir
@@ -24,7 +25,7 @@ DEFAULT_FIRST_SEED = 5000  # real-env evaluation seeds; tuning looked only at se
 def _train(args: argparse.Namespace) -> int:
     from agents.problem import make_problem
     from agents.tasks import make_task
-    from agents.training import method_settings, train_policy
+    from agents.training import check_method_fits_task, method_settings, train_policy
 
     # Checked before the expensive set-up:
     if Path(args.out).exists():
@@ -32,9 +33,10 @@ def _train(args: argparse.Namespace) -> int:
     refuse_package_dir(Path(args.out), "--out")
     check_writable(Path(args.out).parent)
     method_settings(args.method, args.set, args.seed)
+    task = make_task(args.task, args.goal_velocity)
+    check_method_fits_task(args.method, task)
     torch.set_num_threads(args.threads)
-    problem = make_problem(args.model, make_task(args.task, args.goal_velocity), noise_scale=args.noise_scale,
-                           seed=args.seed, data=args.data)
+    problem = make_problem(args.model, task, noise_scale=args.noise_scale, seed=args.seed, data=args.data)
     report = train_policy(args.method, problem, args.out, args.set, args.seed, not args.no_progress, args.init)
     best = report.get("best_validation_return")
     print(f"[agents] {args.method} policy saved to {args.out}" + (f" (best validation return {best:.1f}, "
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a policy (or set up a planner) in the latent env")
     train.add_argument("method", choices=METHODS)
     train.add_argument("--model", default="pendulum_ekvae", help="model checkpoint directory or shipped name")
-    train.add_argument("--task", default="swingup", choices=["swingup", "rotation"])
+    train.add_argument("--task", default="swingup", choices=TASKS,
+                       help="swingup, rotation (pendulum) or reach (reacher: a new target every episode)")
     train.add_argument("--goal-velocity", type=float, default=None,
                        help="rotation goal in rad/s (default 8; sign = direction)")
     train.add_argument("--out", required=True, help="policy directory to create")

@@ -2,7 +2,8 @@
 
 The score is the env's own return (dm_control: 1000 physics steps per episode), per seed and as
 mean ± std; for the rotation task also the mean true angular velocity against the goal. A video
-shows, per step, the real frame | the decoded belief mean | the reward so far.
+shows, per step, the real scene (with the task's target, if it has one) | the belief mean, decoded
+and drawn the same way | the reward so far.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from agents.belief_env import BeliefEnv
@@ -24,39 +24,41 @@ from latentworld.common.fileio import atomic_target, check_output_dir
 
 
 def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool = False) -> dict[str, Any]:
-    """One full episode. Returns ``return``, ``mean_velocity`` (true, rad/s, over the episode),
-    ``steady_velocity`` (over its second half), ``steps`` and, if ``record``, the frames, beliefs and
-    rewards of every step."""
+    """One full episode. Returns ``return``, ``mean_velocity`` (true, rad/s, over the episode, of the
+    last joint), ``steady_velocity`` (over its second half), ``steps`` and, if ``record``, the pictures of
+    the real scene and of the belief, and the rewards of every step."""
     controller.reset()
-    belief, info = env.reset(seed=seed)
-    frames, beliefs, rewards, velocities = [info["frame"]], [belief], [0.0], []
+    observation, info = env.reset(seed=seed)
+    rewards, velocities, scenes, beliefs = [0.0], [], [], []
     done = False
-    while not done:
-        action = controller.act(belief)
-        belief, reward, terminated, truncated, info = env.step(action)
+    while True:
+        if record:
+            scenes.append(env.render())
+            beliefs.append(env.render_belief(observation))
+        if done:
+            break
+        action = controller.act(observation)
+        observation, reward, terminated, truncated, info = env.step(action)
         done = terminated or truncated
         rewards.append(float(reward))
         velocities.append(float(info["state"][-1]))
-        if record:
-            frames.append(info["frame"])
-            beliefs.append(belief)
     result = {"return": float(np.sum(rewards)), "mean_velocity": float(np.mean(velocities)),
               "steady_velocity": float(np.mean(velocities[len(velocities) // 2:])), "steps": len(rewards) - 1}
     if record:
-        result.update(frames=np.stack(frames), beliefs=np.stack(beliefs), rewards=np.array(rewards))
+        result.update(scenes=np.stack(scenes), beliefs=np.stack(beliefs), rewards=np.array(rewards))
     return result
 
 
 def evaluate_controller(problem: LatentProblem, controller: Controller, seeds: list[int], label: str,
                         progress: bool = True, record_first: bool = False) -> dict[str, Any]:
     """Run ``controller`` on every seed. Returns per-seed returns, mean ± std, mean velocities, wall time."""
-    env = BeliefEnv(problem.model, problem.task.env_name, problem.action_repeat)
+    env = BeliefEnv(problem.model, problem.task.env_name, problem.action_repeat, problem.episode_goals())
     start, episodes, recording = time.perf_counter(), [], None
     try:
         for i, seed in enumerate(tqdm(seeds, desc=f"real {label}", disable=not progress, unit="episode")):
             episode = run_episode(env, controller, seed, record=record_first and i == 0)
-            if "frames" in episode:
-                recording = {key: episode.pop(key) for key in ("frames", "beliefs", "rewards")}
+            if "scenes" in episode:
+                recording = {key: episode.pop(key) for key in ("scenes", "beliefs", "rewards")}
             episodes.append(episode)
         physics_steps = env.physics_steps
     finally:
@@ -97,14 +99,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@torch.no_grad()
 def write_video(problem: LatentProblem, recording: dict[str, np.ndarray], path: Path, fps: float = 12.5) -> Path:
-    """A GIF of real frame | decoded belief mean | cumulative-reward bar, one panel each."""
-    frames, beliefs, rewards = recording["frames"], recording["beliefs"], recording["rewards"]
-    decoded = problem.model.decode_mean(torch.as_tensor(beliefs)).clamp(0, 1)  # (T, C, H, W)
-    decoded = (decoded * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    real = frames if frames.shape[-1] == 3 else np.repeat(frames, 3, -1)
-    decoded = decoded if decoded.shape[-1] == 3 else np.repeat(decoded, 3, -1)
+    """A GIF of real scene | belief | cumulative-reward bar, one panel each (``recording`` from
+    :func:`run_episode`: ``scenes`` and ``beliefs`` ``(T, H, W, 3)`` uint8, ``rewards`` ``(T,)``)."""
+    real, decoded, rewards = recording["scenes"], recording["beliefs"], recording["rewards"]
     scale = max(1, 128 // real.shape[1])
     real = real.repeat(scale, 1).repeat(scale, 2)
     decoded = decoded.repeat(scale, 1).repeat(scale, 2)

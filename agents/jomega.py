@@ -78,7 +78,8 @@ def train_jomega(problem: LatentProblem, config: JOmegaConfig, log_dir: Path | N
     bar = tqdm(range(1, config.iterations + 1), desc="J(ω)", disable=not progress, unit="it")
     for iteration in bar:
         index = torch.randint(problem.starts.shape[0], (config.batch_size,), generator=generator)
-        objective = rollout_return(policy, problem.dynamics, problem.starts[index], problem.goal, config.horizon,
+        goal = problem.training_goals(config.batch_size, generator)
+        objective = rollout_return(policy, problem.dynamics, problem.starts[index], goal, config.horizon,
                                    generator).mean()
         optimiser.zero_grad()
         (-objective).backward()

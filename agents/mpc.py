@@ -46,7 +46,8 @@ class CEMPlanner:
     """Controller that plans from each belief mean with the problem's mean dynamics.
 
     Args:
-        problem: the latent problem (its goal and reward; planning always uses the mean dynamics).
+        problem: the latent problem (its goal and reward; planning always uses the mean dynamics). For a
+            goal-conditioned task the goal is the part of each observation after z.
         config: planner settings.
     """
 
@@ -54,6 +55,7 @@ class CEMPlanner:
         self.config = config
         self.dynamics = problem.with_noise(0.0).dynamics
         self.goal = problem.goal
+        self.goal_conditioned = problem.task.goal_conditioned
         self.low, self.high = problem.action_low, problem.action_high
         self.generator = torch.Generator().manual_seed(config.seed)
         self._mean: Tensor | None = None
@@ -90,6 +92,8 @@ class CEMPlanner:
             total = total + self.dynamics.reward(state, self.goal)
         return total.reshape(n, samples)
 
-    def act(self, belief: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(np.asarray(belief, np.float32))[None]
-        return self.plan(z)[0].numpy().astype(np.float32)
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        observation = torch.as_tensor(np.asarray(observation, np.float32))
+        if self.goal_conditioned:
+            self.goal = observation[self.dynamics.dim_z:]
+        return self.plan(observation[None, :self.dynamics.dim_z])[0].numpy().astype(np.float32)

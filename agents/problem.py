@@ -13,24 +13,27 @@ Start states, all from the model's data set (no access to the simulator), are of
 
 Validation uses first-frame beliefs of the data set's test split (a fixed subset, mean dynamics):
 it scores what a real episode asks for, starting from an unknown velocity.
+
+A goal-conditioned task (reach) has a goal per rollout instead of one goal: q(a|x) of the training
+frames for training, of test frames for validation, and the policy observes ``[z, goal]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-from agents.tasks import Task, encode_goal
+from agents.tasks import REACH_ENVS, ReachGoals, Task, encode_goal
 from envs import get_spec
 from latentworld.common.data import SequenceDataset, load_dataset
 from latentworld.evaluation.metrics import smoothed_means
 from latentworld.experiment.checkpoint import CheckpointError, resolve_checkpoint
 from latentworld.latent_envs.latent_env import LatentDynamics, cached_model
 
-Actor = Callable[[Tensor], Tensor]  # belief means (N, Dz) -> actions (N, Du)
+Actor = Callable[[Tensor], Tensor]  # observations (N, Dz) or, goal-conditioned, (N, Dz + Dg) -> actions (N, Du)
 
 
 @dataclass
@@ -41,11 +44,13 @@ class LatentProblem:
         model_ref: the checkpoint as the user named it (path or shipped name), stored in saved policies.
         task: the task.
         dynamics: the batched latent core (its ``noise_scale`` is what training rollouts use).
-        goal: ``(Dg,)`` latent goal.
+        goal: ``(Dg,)`` latent goal (``(0,)`` for a goal-conditioned task).
         starts: ``(K, Dz)`` training start states.
         validation_starts: ``(V, Dz)`` fixed validation start states.
         action_low, action_high: ``(Du,)`` action bounds.
         action_repeat: the real env's action repeat the model was trained with.
+        goals: goal-conditioned only: ``(K', Dg)`` training goals.
+        validation_goals: goal-conditioned only: ``(V, Dg)``, one per validation start.
     """
 
     model_ref: str
@@ -57,14 +62,35 @@ class LatentProblem:
     action_low: Tensor
     action_high: Tensor
     action_repeat: int
+    goals: Tensor | None = None
+    validation_goals: Tensor | None = None
 
     @property
     def model(self) -> torch.nn.Module:
         return self.dynamics.model
 
+    @property
+    def observation_dim(self) -> int:
+        """What a policy observes: Dz, plus Dg for a goal-conditioned task."""
+        return self.dynamics.dim_z + (self.dynamics.dim_a if self.task.goal_conditioned else 0)
+
     def observation_scaling(self) -> tuple[Tensor, Tensor]:
-        """``(mean, std)`` ``(Dz,)`` of the training start states: policy networks see ``(z − mean) / std``."""
-        return self.starts.mean(0), self.starts.std(0).clamp_min(1e-6)
+        """``(mean, std)`` ``(Do,)`` of the training start states (and goals): policy networks see
+        ``(o − mean) / std``."""
+        observed = self.starts if self.goals is None else torch.cat(
+            [self.starts, self.goals[torch.randint(len(self.goals), (len(self.starts),),
+                                                   generator=torch.Generator().manual_seed(0))]], 1)
+        return observed.mean(0), observed.std(0).clamp_min(1e-6)
+
+    def training_goals(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """The goal of ``n`` training rollouts: the fixed ``(Dg,)``, or ``(n, Dg)`` drawn from :attr:`goals`."""
+        if self.goals is None:
+            return self.goal
+        return self.goals[torch.randint(len(self.goals), (n,), generator=generator)]
+
+    def episode_goals(self) -> ReachGoals | None:
+        """What gives a real episode its goal (goal-conditioned tasks), else ``None``. Close it after use."""
+        return ReachGoals(self.model, self.task.env_name) if self.task.goal_conditioned else None
 
     def with_noise(self, noise_scale: float) -> LatentProblem:
         """The same problem with another process-noise scale for training rollouts."""
@@ -77,18 +103,20 @@ class LatentProblem:
     def validation_return(self, actor: Actor, horizon: int) -> float:
         """Mean latent return of ``actor`` from the validation starts under the mean dynamics."""
         mean_dynamics = self.dynamics if self.dynamics.noise_scale == 0 else self.with_noise(0.0).dynamics
-        return float(rollout_return(actor, mean_dynamics, self.validation_starts, self.goal, horizon).mean())
+        goal = self.goal if self.validation_goals is None else self.validation_goals
+        return float(rollout_return(actor, mean_dynamics, self.validation_starts, goal, horizon).mean())
 
 
 def rollout_return(actor: Actor, dynamics: LatentDynamics, starts: Tensor, goal: Tensor, horizon: int,
                    generator: torch.Generator | None = None) -> Tensor:
     """J: the summed reward r_2..r_H of rollouts from ``starts`` ``(N, Dz)``; differentiable in the actor.
 
-    Returns ``(N,)``.
+    ``goal``: one ``(Dg,)`` for all (the actor observes z), or ``(N, Dg)``, one per rollout (the actor
+    observes ``[z, goal]``). Returns ``(N,)``.
     """
     z, total = starts, torch.zeros(starts.shape[0], dtype=starts.dtype)
     for _ in range(horizon - 1):
-        z = dynamics.transition(z, actor(z), generator)
+        z = dynamics.transition(z, actor(z if goal.ndim == 1 else torch.cat([z, goal], -1)), generator)
         total = total + dynamics.reward(z, goal)
     return total
 
@@ -110,6 +138,8 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
     """
     run_dir = resolve_checkpoint(model)
     net, config, meta = cached_model(run_dir)
+    if task.goal_conditioned and meta.get("dataset_name") in REACH_ENVS:  # angles or images: the model's own
+        task = replace(task, env_name=meta["dataset_name"])
     expected = get_spec(task.env_name).env_id
     if meta.get("env_id") != expected:
         raise CheckpointError(f"{run_dir} models {meta.get('env_id')!r}, but task {task.name!r} needs a model of "
@@ -117,18 +147,33 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
     action_repeat = int(meta.get("action_repeat") or get_spec(task.env_name).action_repeat)
     goal = encode_goal(net, task, action_repeat) if goal is None else goal
     starts = validation = torch.zeros(0, net.dim_z)
+    goals = validation_goals = None
     if with_starts:
         data_path = data or config.data
         train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
+        test = load_dataset(data_path, "test", expect_env_id=meta["env_id"])
         starts = torch.cat([smoothed_means(net, train).flatten(0, 1), first_frame_beliefs(net, train)])
-        pool = first_frame_beliefs(net, load_dataset(data_path, "test", expect_env_id=meta["env_id"]))
+        pool = first_frame_beliefs(net, test)
         pick = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(seed))[:validation_size]
         validation = pool[pick].clone()
+        if task.goal_conditioned:
+            goals = encoded_positions(net, train)
+            test_goals = encoded_positions(net, test)
+            validation_goals = test_goals[torch.randperm(len(test_goals), generator=torch.Generator().manual_seed(
+                seed + 1))[:len(validation)]].clone()
     dynamics = LatentDynamics(net, task.reward, "given" if with_starts else "prior", None, noise_scale,
                               starts if with_starts else None)
     low = torch.tensor(meta.get("action_low") or [-1.0] * meta["dim_u"], dtype=torch.float32)
     high = torch.tensor(meta.get("action_high") or [1.0] * meta["dim_u"], dtype=torch.float32)
-    return LatentProblem(str(model), task, dynamics, goal, starts, validation, low, high, action_repeat)
+    return LatentProblem(str(model), task, dynamics, goal, starts, validation, low, high, action_repeat, goals,
+                         validation_goals)
+
+
+@torch.no_grad()
+def encoded_positions(model: torch.nn.Module, data: SequenceDataset, chunk: int = 4096) -> Tensor:
+    """q(a|x)'s mean for every frame of ``data``: the goals a goal-conditioned policy trains on. Returns ``(N·T, Da)``."""
+    frames = data.obs.flatten(0, 1)
+    return torch.cat([model.encode_position(frames[i:i + chunk]) for i in range(0, len(frames), chunk)])
 
 
 @torch.no_grad()

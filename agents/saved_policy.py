@@ -163,8 +163,8 @@ def load_policy(policy_dir: str | os.PathLike, model: str | None = None
         return CEMPlanner(problem, config), problem, meta
     state = load_weights(path)
     if meta["method"] == "jomega":
-        dim_z = problem.starts.shape[1]  # the scaling buffers are overwritten by the saved weights
-        network = MLPPolicy(torch.zeros(dim_z), torch.ones(dim_z), problem.action_low, problem.action_high,
+        dim_obs = problem.observation_dim  # the scaling buffers are overwritten by the saved weights
+        network = MLPPolicy(torch.zeros(dim_obs), torch.ones(dim_obs), problem.action_low, problem.action_high,
                             settings["hidden"])
     else:
         from agents.sb3 import sb3_actor  # stable-baselines3 is imported only where it is used

@@ -5,6 +5,12 @@
 - ``rotation``: r^vel toward the velocity encoded from a demonstration: a sequence of the real pole
   turning at ``goal_velocity`` rad/s, with its actions. Real score: the mean angular velocity over
   the episode against the goal (and the env's return for reference).
+- ``reach`` (reacher, goal-conditioned): r^pos toward a goal that changes every episode. The policy
+  sees the goal beside the state. In the latent env the goals are q(a|x) of data frames; in a real
+  episode the target's position → the two-link inverse kinematics (the solution nearest the arm's
+  start) → the observation of the arm in that pose (joint-angle features, or the rendered image) →
+  q(a|x). Real score: dm_control reacher-easy's return (1 per physics step with the finger on the
+  target; 1000 at most).
 
 The upright-pole image is a picture only (the simulator is put into the pose and drawn; no physics
 step). The rotation demonstration is physical, so that the model's smoother sees a motion its
@@ -23,6 +29,7 @@ import torch
 from torch import Tensor
 
 from envs import RealEnv
+from envs.reacher_kinematics import TwoLinkArm, target_position
 from latentworld.latent_envs.goals import goal_from_images, goal_from_sequence
 
 GOAL_SEQUENCE_LENGTH = 15  # frames of the rotation goal sequence (the data set's window length)
@@ -34,35 +41,78 @@ class Task:
     """One control task of a real environment.
 
     Attributes:
-        name: ``"swingup"`` or ``"rotation"``.
-        env_name: the real env (``envs`` name) whose model the task needs.
+        name: ``"swingup"``, ``"rotation"`` or ``"reach"``.
+        env_name: the real env (``envs`` name) whose model the task needs; the reach task takes the
+            reacher observations its model was trained on (``reacher_angles`` or ``reacher_rgb``).
         reward: ``"pos"`` or ``"vel"`` (paper §6.4).
         goal_velocity: rad/s of the rotation goal (``None`` for position tasks).
+        goal_conditioned: a new goal every episode, shown to the policy beside the state.
     """
 
     name: str
     env_name: str
     reward: str
     goal_velocity: float | None = None
+    goal_conditioned: bool = False
 
 
-def make_task(name: str, goal_velocity: float | None = None) -> Task:
-    """``"swingup"`` or ``"rotation"`` (``goal_velocity`` rad/s, default 8; sign = direction)."""
+TASKS = ("swingup", "rotation", "reach")
+REACH_ENVS = ("reacher_angles", "reacher_rgb")
+
+
+def make_task(name: str, goal_velocity: float | None = None, env_name: str | None = None) -> Task:
+    """``"swingup"``, ``"rotation"`` (``goal_velocity`` rad/s, default 8; sign = direction) or ``"reach"``
+    (``env_name`` one of :data:`REACH_ENVS`, default ``reacher_angles``)."""
+    if goal_velocity is not None and name != "rotation":
+        raise ValueError(f"goal_velocity belongs to the rotation task, not to {name}")
+    if env_name is not None and name != "reach":
+        raise ValueError(f"the {name} task has one env, {'pendulum'!r}")
     if name == "swingup":
-        if goal_velocity is not None:
-            raise ValueError("goal_velocity belongs to the rotation task, not to swingup")
         return Task("swingup", "pendulum", "pos")
+    if name == "reach":
+        env_name = env_name or REACH_ENVS[0]
+        if env_name not in REACH_ENVS:
+            raise ValueError(f"the reach task runs on {' or '.join(REACH_ENVS)}, not {env_name!r}")
+        return Task("reach", env_name, "pos", goal_conditioned=True)
     if name == "rotation":
         velocity = 8.0 if goal_velocity is None else float(goal_velocity)
         if not np.isfinite(velocity) or velocity == 0:
             raise ValueError(f"goal_velocity must be a finite non-zero number of rad/s, got {goal_velocity}")
         return Task("rotation", "pendulum", "vel", velocity)
-    raise ValueError(f"unknown task {name!r}; choose 'swingup' or 'rotation'")
+    raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
 
-def render_pose(env: RealEnv, angle: float, velocity: float = 0.0) -> np.ndarray:
-    """The observation frame of the pole at ``angle`` (0 = upright). Returns ``(H, W, C)`` uint8."""
-    return env.reset(seed=0, options={"state": np.array([angle, velocity])})[0]
+def pose_observation(env: RealEnv, angles: np.ndarray) -> np.ndarray:
+    """The observation of the system at rest at joint ``angles`` ``(J,)`` (a picture only: the simulator is
+    put into the pose, no physics step). Returns ``(H, W, C)`` uint8, or angle features ``(2J,)``."""
+    angles = np.asarray(angles, dtype=np.float64)
+    return env.reset(seed=0, options={"state": np.concatenate([angles, np.zeros_like(angles)])})[0]
+
+
+class ReachGoals:
+    """Per-episode goals of the reach task: the real env's target → inverse kinematics → the pose's
+    observation (drawn in a private env of the same kind) → q(a|x).
+
+    Args:
+        model: the reacher model.
+        env_name: ``reacher_angles`` or ``reacher_rgb``, the model's observations.
+    """
+
+    def __init__(self, model: torch.nn.Module, env_name: str) -> None:
+        self.model = model
+        self.pictures = RealEnv(env_name)
+        self.arm = TwoLinkArm.of(self.pictures)
+
+    def angles(self, env: RealEnv) -> np.ndarray:
+        """The joint angles ``(2,)`` that put the finger on ``env``'s target, nearest the arm's present pose."""
+        return self.arm.nearest_solution(target_position(env), env.state[:2])
+
+    def __call__(self, env: RealEnv) -> Tensor:
+        """The latent goal ``(Da,)`` of ``env``'s present episode (call it right after the reset)."""
+        return goal_from_images(self.model, pose_observation(self.pictures, self.angles(env)))
+
+    def close(self) -> None:
+        self.pictures.close()
 
 
 @dataclass
@@ -121,11 +171,14 @@ def rotation_demonstration(goal_velocity: float, action_repeat: int, env_name: s
 
 
 def encode_goal(model: torch.nn.Module, task: Task, action_repeat: int) -> Tensor:
-    """The latent goal of ``task`` for ``model``: ``(Da,)`` position or ``(Dv,)`` velocity."""
+    """The latent goal of ``task`` for ``model``: ``(Da,)`` position or ``(Dv,)`` velocity; ``(0,)`` for a
+    goal-conditioned task, whose goals change per episode."""
+    if task.goal_conditioned:
+        return torch.zeros(0)
     if task.goal_velocity is None:
         env = RealEnv(task.env_name, action_repeat=action_repeat)
         try:
-            return goal_from_images(model, render_pose(env, 0.0))
+            return goal_from_images(model, pose_observation(env, np.zeros(1)))
         finally:
             env.close()
     demo = rotation_demonstration(task.goal_velocity, action_repeat, task.env_name)

@@ -19,6 +19,7 @@ from agents.saved_policy import (
     save_policy,
 )
 from agents.settings import apply_overrides
+from agents.tasks import Task
 from latentworld.common.errors import ConfigError
 
 
@@ -32,6 +33,13 @@ def initial_weights(policy_dir: str | Path, problem: LatentProblem, hidden: int)
     if meta["settings"]["hidden"] != hidden:
         raise PolicyError(f"{policy_dir} has hidden width {meta['settings']['hidden']}, this run {hidden}")
     return load_weights(Path(policy_dir))
+
+
+def check_method_fits_task(method: str, task: Task) -> None:
+    """PPO and SAC train here on the latent env of one fixed goal; a goal-conditioned task needs J(ω) or MPC."""
+    if task.goal_conditioned and method in ("ppo", "sac"):
+        raise ConfigError(f"{method} trains on one fixed goal here; the {task.name} task (a new goal every "
+                          "episode) trains with jomega or plans with mpc")
 
 
 def method_settings(method: str, overrides: list[str], seed: int) -> Any:
@@ -59,6 +67,7 @@ def train_policy(method: str, problem: LatentProblem, out: str | Path, overrides
     """
     out = Path(out)
     config = method_settings(method, overrides or [], seed)
+    check_method_fits_task(method, problem.task)
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose another --out or remove it")
     if init is not None and method != "jomega":

@@ -173,7 +173,7 @@ def build_metadata(name: str, args: argparse.Namespace, states: np.ndarray) -> d
             "azimuth": camera.azimuth,
             "elevation": camera.elevation,
             "supersample": spec.render.supersample,
-            "hidden_geoms": list(spec.render.hide_geoms),
+            "hidden_geoms": list(spec.render.hide_geoms + spec.render.marker_geoms),
             "recolored_geoms": [g for g, _ in spec.render.recolor_geoms],
             "visual_radius": dict(spec.render.visual_radius),
             "flat_lighting": spec.render.flat_lighting,

@@ -11,7 +11,8 @@
 - ``reset(options={"state": s})`` to start from any state, and :meth:`RealEnv.sample_initial_state`
   for the data generator's random angles *and* angular velocities.
 
-The reacher target is never drawn (see :mod:`envs.specs`): images show the arm only.
+The reacher target is never in the observations (see :mod:`envs.specs`): they show the arm only;
+``render()`` draws it.
 """
 
 from __future__ import annotations
@@ -136,10 +137,11 @@ class RealEnv(gymnasium.Env):
         return self._observe(), total, terminated, truncated, {"state": self.state}
 
     def render(self) -> np.ndarray | None:
-        """The RGB frame ``(H, W, 3)`` uint8 of the observation camera, if ``render_mode`` asks."""
+        """The RGB frame ``(H, W, 3)`` uint8 of the observation camera, with the task's markers (the
+        reacher's target) drawn, if ``render_mode`` asks."""
         if self.render_mode != "rgb_array":
             return None
-        return self._get_renderer().render_rgb(self.physics.data.ptr)
+        return self._get_renderer().render_rgb(self.physics.data.ptr, markers=True)
 
     def close(self) -> None:
         """Free the renderer's GL context and the MuJoCo physics (idempotent)."""

@@ -24,6 +24,9 @@ _OFF_FLAGS = (
 )
 
 
+MARKER_GROUP = 5  # geom group of the task's markers: off in observations, on in render_rgb(markers=True)
+
+
 def _geom_id(model: mujoco.MjModel, name: str) -> int:
     geom_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
     if geom_id < 0:
@@ -47,6 +50,8 @@ def restyle_model(model: mujoco.MjModel, spec: RenderSpec) -> None:
         geom_id = _geom_id(model, name)
         model.geom_matid[geom_id] = -1
         model.geom_rgba[geom_id] = rgba
+    for name in spec.marker_geoms:
+        model.geom_group[_geom_id(model, name)] = MARKER_GROUP
     for name, radius in spec.visual_radius:
         # Body masses and inertias were computed at compile time and contacts are disabled in
         # these tasks, so a runtime size change only alters the drawing.
@@ -81,14 +86,21 @@ class FastRenderer:
         self._camera.distance = spec.camera.distance
         self._camera.azimuth = spec.camera.azimuth
         self._camera.elevation = spec.camera.elevation
+        self._options = {}
+        for markers in (False, True):
+            option = mujoco.MjvOption()
+            option.geomgroup[:] = 1
+            option.geomgroup[MARKER_GROUP] = int(markers)
+            self._options[markers] = option
 
-    def render_rgb(self, data: mujoco.MjData) -> np.ndarray:
-        """The RGB frame of ``data``, area-averaged to the output size.
+    def render_rgb(self, data: mujoco.MjData, markers: bool = False) -> np.ndarray:
+        """The RGB frame of ``data``, area-averaged to the output size; with ``markers``, the task's
+        marker geoms (the reacher's target) are drawn too.
 
         Returns:
             ``(size, size, 3)`` uint8.
         """
-        self._renderer.update_scene(data, self._camera)
+        self._renderer.update_scene(data, self._camera, self._options[markers])
         frame = self._renderer.render()
         k = self.spec.supersample
         if k == 1:

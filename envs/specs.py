@@ -15,8 +15,9 @@ Choices and why (numbers from ``python -m envs.action_repeat_study``, 200 window
   median per-frame |dq| 0.28 rad (p99 0.76 < pi/4), median path over a window 4.2 rad. Repeat 5
   would push p99 per-frame motion to 0.94 rad and the control interval to 100 ms.
 - **Reacher**: 64x64 RGB (or joint-angle features), 2000 x 30 steps, top-down free camera, floor
-  and walls hidden (black background). The target is NOT drawn: the arm alone is the state; goals
-  are later given as images of the arm. Initial state: shoulder uniform in [-pi, pi), wrist uniform
+  and walls hidden (black background). The target is NOT in the observations: the arm alone is the
+  state; goals are given as images of the arm (``RealEnv.render()`` draws the target for videos).
+  Initial state: shoulder uniform in [-pi, pi), wrist uniform
   in its joint range (+-160 deg), both velocities uniform in [-4, 4] rad/s (about the range random
   actions keep them in: p99 ~4-5 rad/s). Action repeat 4 (80 ms, as PlaNet uses for reacher):
   a window's net |dq| median is 0.74 (shoulder) / 0.79 (wrist) rad, p90 ~1.9 rad; at repeat 2 it
@@ -50,7 +51,9 @@ class RenderSpec:
         channels: 1 (grayscale, the mean of R, G, B) or 3 (RGB).
         camera: the free camera.
         supersample: render at ``size * supersample`` and area-average down (anti-aliasing).
-        hide_geoms: geoms made fully transparent (floor, walls, the reacher target).
+        hide_geoms: geoms made fully transparent (floor, walls).
+        marker_geoms: geoms of the task, not of the system (the reacher's target): left out of the
+            observations, drawn by ``RealEnv.render()`` for people to watch.
         recolor_geoms: ``(geom, rgba)`` pairs that replace the geom's material colour.
         visual_radius: ``(geom, radius)`` pairs that change a geom's drawn size only.
         flat_lighting: full ambient light, no diffuse/specular, model lights off: flat colours.
@@ -61,6 +64,7 @@ class RenderSpec:
     camera: CameraSpec
     supersample: int = 1
     hide_geoms: tuple[str, ...] = ()
+    marker_geoms: tuple[str, ...] = ()
     recolor_geoms: tuple[tuple[str, tuple[float, float, float, float]], ...] = ()
     visual_radius: tuple[tuple[str, float], ...] = ()
     flat_lighting: bool = False
@@ -122,7 +126,8 @@ _REACHER_RENDER = RenderSpec(
     size=64,
     channels=3,
     camera=CameraSpec(lookat=(0.0, 0.0, 0.0), distance=0.7, azimuth=90.0, elevation=-90.0),
-    hide_geoms=("ground", "wall_x", "wall_y", "wall_neg_x", "wall_neg_y", "target"),
+    hide_geoms=("ground", "wall_x", "wall_y", "wall_neg_x", "wall_neg_y"),
+    marker_geoms=("target",),
 )
 
 _WRIST_LIMIT = math.radians(160.0)  # reacher.xml: wrist range="-160 160"

@@ -1,0 +1,89 @@
+"""The reacher's geometry, its target in videos, and the goal-conditioned reach task end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+from agents.tasks import ReachGoals, make_task, pose_observation
+from envs import RealEnv
+from envs.reacher_kinematics import TwoLinkArm, target_position
+
+
+@pytest.fixture(scope="module")
+def reacher():
+    env = RealEnv("reacher_angles", render_mode="rgb_array")
+    yield env
+    env.close()
+
+
+def test_arm_lengths_and_forward_kinematics_match_mujoco(reacher):
+    arm = TwoLinkArm.of(reacher)
+    assert (arm.upper, arm.fore) == pytest.approx((0.12, 0.12))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        state = reacher.sample_initial_state(rng)
+        reacher.set_state(state)
+        finger = reacher.physics.named.data.geom_xpos["finger", :2]
+        np.testing.assert_allclose(arm.finger(state[:2]), finger, atol=1e-9)
+
+
+def test_inverse_kinematics_reaches_every_target_and_picks_the_nearest_solution(reacher):
+    arm = TwoLinkArm.of(reacher)
+    rng = np.random.default_rng(1)
+    for _ in range(50):  # reacher-easy's targets: radius uniform in [0.05, 0.20]
+        radius, angle = rng.uniform(0.05, 0.20), rng.uniform(0, 2 * np.pi)
+        point = radius * np.array([np.cos(angle), np.sin(angle)])
+        solutions = arm.solutions(point)
+        assert len(solutions) == 2
+        np.testing.assert_allclose(arm.finger(solutions), np.stack([point, point]), atol=1e-12)
+        assert (np.abs(solutions[:, 1]) <= np.radians(160)).all()
+        current = solutions[1] + rng.normal(0, 0.05, 2)
+        np.testing.assert_allclose(arm.nearest_solution(point, current), solutions[1])
+    with pytest.raises(ValueError, match="out of the arm's reach"):
+        arm.nearest_solution(np.array([0.3, 0.0]), np.zeros(2))
+    assert len(arm.solutions(np.array([0.001, 0.0]))) == 0  # the wrist cannot fold that far
+
+
+def test_render_draws_the_target_that_observations_leave_out():
+    env = RealEnv("reacher_rgb", render_mode="rgb_array")
+    try:
+        frame, _ = env.reset(seed=4)
+        scene = env.render()
+        differs = np.abs(scene.astype(int) - frame).sum(-1) > 0
+        assert differs.any(), "the target is not drawn"
+        # The difference lies around the target: project it with the known top-down camera geometry.
+        ys, xs = np.nonzero(differs)
+        target = target_position(env)
+        assert np.sign(xs.mean() - 31.5) == np.sign(target[0])
+        assert np.sign(31.5 - ys.mean()) == np.sign(target[1])
+    finally:
+        env.close()
+
+
+def test_pose_observation_and_reach_goal_put_the_finger_on_the_target(reacher):
+    class FeatureModel(torch.nn.Module):  # q(a|x) = x: the goal is the pose's observation itself
+        obs_shape = (4,)
+
+        def encode_position(self, x):
+            return x
+
+    goals = ReachGoals(FeatureModel(), "reacher_angles")
+    try:
+        for seed in range(5):
+            reacher.reset(seed=seed)
+            angles = goals.angles(reacher)
+            np.testing.assert_allclose(goals.arm.finger(angles), target_position(reacher), atol=1e-9)
+            goal = goals(reacher).numpy()
+            np.testing.assert_allclose(goal, pose_observation(reacher, angles), atol=1e-6)
+            np.testing.assert_allclose(np.arctan2(goal[1::2], goal[::2]), angles, atol=1e-5)
+    finally:
+        goals.close()
+
+
+def test_reach_task_checks_its_env():
+    assert make_task("reach").goal_conditioned
+    assert make_task("reach", env_name="reacher_rgb").env_name == "reacher_rgb"
+    with pytest.raises(ValueError, match="reach task runs on"):
+        make_task("reach", env_name="pendulum")
+    with pytest.raises(ValueError, match="goal_velocity belongs"):
+        make_task("reach", goal_velocity=2.0)
