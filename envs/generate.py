@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames per sequence (default: pendulum 15, reacher 30)")
     parser.add_argument("--action-repeat", type=_positive_int, metavar="K",
                         help="control steps of 0.02 s per frame (default: 4)")
+    parser.add_argument("--action-hold", type=_positive_int, metavar="H",
+                        help="frames each random action is held for (default: 1)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
     parser.add_argument("--test-fraction", type=_open_fraction, metavar="F",
                         help="share of test sequences, in (0, 1) (default: pendulum 0.2, reacher 0.1)")
@@ -98,8 +100,9 @@ def split_indices(n: int, test_fraction: float, rng: np.random.Generator) -> tup
 
 
 def generate(name: str, n_sequences: int, seq_len: int, action_repeat: int, seed: int,
-             workers: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Roll out ``n_sequences`` sequences, in ``workers`` processes, with a progress bar.
+             workers: int = 1, action_hold: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Roll out ``n_sequences`` sequences, in ``workers`` processes, with a progress bar; each random
+    action is held for ``action_hold`` frames.
 
     Returns:
         ``obs`` ``(N, T, ...)``, ``actions`` ``(N, T, Du)``, ``states`` ``(N, T, S)``.
@@ -107,7 +110,7 @@ def generate(name: str, n_sequences: int, seq_len: int, action_repeat: int, seed
     seeds = np.random.SeedSequence(seed).spawn(n_sequences)
     # Small chunks keep the progress bar moving and the workers evenly loaded.
     chunk = max(1, min(25, math.ceil(n_sequences / (4 * workers))))
-    tasks = [(seq_len, seeds[i: i + chunk]) for i in range(0, n_sequences, chunk)]
+    tasks = [(seq_len, seeds[i: i + chunk], action_hold) for i in range(0, n_sequences, chunk)]
     outputs: list[np.ndarray] = []
 
     def store(start: int, part: tuple[np.ndarray, ...]) -> None:
@@ -123,8 +126,8 @@ def generate(name: str, n_sequences: int, seq_len: int, action_repeat: int, seed
         if workers == 1:
             env = RealEnv(name, action_repeat=action_repeat)
             try:
-                for k, (length, chunk_seeds) in enumerate(tasks):
-                    store(k * chunk, rollout_sequences(env, length, chunk_seeds))
+                for k, (length, chunk_seeds, hold) in enumerate(tasks):
+                    store(k * chunk, rollout_sequences(env, length, chunk_seeds, hold))
             finally:
                 env.close()
         else:
@@ -156,6 +159,7 @@ def build_metadata(name: str, args: argparse.Namespace, states: np.ndarray) -> d
         "obs_type": spec.obs_type,
         "seed": args.seed,
         "action_repeat": args.action_repeat,
+        "action_hold": args.action_hold,
         "image_size": spec.render.size if spec.obs_type == "image" else None,
         "channels": spec.render.channels if spec.obs_type == "image" else None,
         "n_sequences": args.n_sequences,
@@ -204,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args.n_sequences = args.n_sequences or spec.n_sequences
     args.seq_len = args.seq_len or spec.seq_len
     args.action_repeat = args.action_repeat or spec.action_repeat
+    args.action_hold = args.action_hold or spec.action_hold
     args.test_fraction = args.test_fraction or spec.test_fraction
     if args.n_sequences < 2:
         parser.error("--n-sequences must be at least 2 (one train and one test sequence)")
@@ -239,7 +244,7 @@ def _generate_and_save(args: argparse.Namespace) -> int:
     check_writable(args.out.parent)  # before minutes of generation, not after
     start = time.perf_counter()
     obs, actions, states = generate(args.name, args.n_sequences, args.seq_len, args.action_repeat,
-                                    args.seed, args.workers)
+                                    args.seed, args.workers, args.action_hold)
     # The split has its own stream, spawned after the sequences', so it never reuses their seeds.
     root = np.random.SeedSequence(args.seed)
     root.spawn(args.n_sequences)

@@ -17,7 +17,7 @@ _WORKER_ENV: RealEnv | None = None
 
 
 def rollout_sequences(
-    env: RealEnv, seq_len: int, seeds: list[np.random.SeedSequence]
+    env: RealEnv, seq_len: int, seeds: list[np.random.SeedSequence], action_hold: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Roll out one sequence per seed.
 
@@ -25,6 +25,7 @@ def rollout_sequences(
         env: the environment (its action repeat is used as is).
         seq_len: frames per sequence, T.
         seeds: one seed sequence per rollout, N of them.
+        action_hold: each uniformly random action is held for this many frames (1: a new one every frame).
 
     Returns:
         ``obs`` ``(N, T, *obs_shape)``, ``actions`` ``(N, T, Du)`` float32 (``actions[:, t]`` acts
@@ -39,7 +40,8 @@ def rollout_sequences(
         rng = np.random.default_rng(seed)
         initial_state = env.sample_initial_state(rng)
         reset_seed = int(rng.integers(2**31))  # fixes the task's own randomness (reacher target)
-        actions[i] = rng.uniform(space.low, space.high, size=(seq_len, *space.shape))
+        drawn = rng.uniform(space.low, space.high, size=(-(-seq_len // action_hold), *space.shape))
+        actions[i] = np.repeat(drawn, action_hold, axis=0)[:seq_len]
         obs[i, 0], info = env.reset(seed=reset_seed, options={"state": initial_state})
         states[i, 0] = info["state"]
         for t in range(seq_len - 1):
@@ -56,8 +58,8 @@ def init_worker(name: str, action_repeat: int) -> None:
     _WORKER_ENV = RealEnv(name, action_repeat=action_repeat)
 
 
-def worker_rollout(task: tuple[int, list[np.random.SeedSequence]]) -> tuple[np.ndarray, ...]:
-    """Pool task: roll out a chunk ``(seq_len, seeds)`` with this worker's env."""
-    seq_len, seeds = task
+def worker_rollout(task: tuple[int, list[np.random.SeedSequence], int]) -> tuple[np.ndarray, ...]:
+    """Pool task: roll out a chunk ``(seq_len, seeds, action_hold)`` with this worker's env."""
+    seq_len, seeds, action_hold = task
     assert _WORKER_ENV is not None, "init_worker was not called"
-    return rollout_sequences(_WORKER_ENV, seq_len, seeds)
+    return rollout_sequences(_WORKER_ENV, seq_len, seeds, action_hold)

@@ -82,6 +82,7 @@ class EnvSpec:
         joint_ranges: ``(low, high)`` of each joint's initial angle in radians.
         max_init_velocity: initial angular velocities are uniform in ``[-v, v]`` rad/s.
         action_repeat: default number of physics control steps per env step.
+        action_hold: default number of frames each random action of the data is held for.
         n_sequences, seq_len, test_fraction: data-set defaults.
         render: how frames are drawn: the observations of an image env, ``render()`` of any env.
     """
@@ -93,6 +94,7 @@ class EnvSpec:
     joint_ranges: tuple[tuple[float, float], ...]
     max_init_velocity: float
     action_repeat: int
+    action_hold: int
     n_sequences: int
     seq_len: int
     test_fraction: float
@@ -137,6 +139,7 @@ _REACHER_COMMON = {
     "joint_ranges": ((-math.pi, math.pi), (-_WRIST_LIMIT, _WRIST_LIMIT)),
     "max_init_velocity": 4.0,
     "action_repeat": 4,
+    "action_hold": 1,
     "n_sequences": 2000,
     "seq_len": 30,
     "test_fraction": 0.1,
@@ -152,6 +155,7 @@ SPECS: dict[str, EnvSpec] = {
         joint_ranges=((-math.pi, math.pi),),
         max_init_velocity=8.0,
         action_repeat=4,
+        action_hold=1,
         n_sequences=500,
         seq_len=15,
         # 500 sequences are few; 100 test sequences keep the test metrics' noise low.

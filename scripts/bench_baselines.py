@@ -26,9 +26,7 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from bench_jobs import CpuLedger, run_child
 from tqdm import tqdm
 
 from latentworld.common.fileio import atomic_write_bytes
@@ -81,33 +80,6 @@ GRID = [*variants("ekvae", "1a"), *variants("dvbs", "1a"), *variants("dks", "1a"
 PAPER = {**PAPER_TABLE_1A, **PAPER_TABLE_2}
 METRICS = ("elbo", "r2_hinge_angle", "r2_hinge_velocity", "r2_knn_hinge_angle", "r2_knn_hinge_velocity",
            "mse_smoothed", "mse_filtered")
-
-
-class CpuLedger:
-    """CPU seconds (user + system) of every child process per run, summed over resumes, kept in a
-    JSON file so an interrupted benchmark still reports the whole cost."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.lock = path, threading.Lock()
-        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
-
-    def add(self, key: str, seconds: float) -> None:
-        with self.lock:
-            self.seconds[key] = self.seconds.get(key, 0.0) + seconds
-            atomic_write_bytes(self.path, json.dumps(self.seconds, indent=2).encode())
-
-
-def run_child(command: list[str], log: Path, ledger: CpuLedger, key: str) -> None:
-    """Run ``command``, appending its output to ``log``, and book its CPU time."""
-    with log.open("a") as stream:
-        stream.write(f"$ {' '.join(command)}\n")
-        stream.flush()
-        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    ledger.add(key, usage.ru_utime + usage.ru_stime)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed with status {process.returncode}; see {log}")
 
 
 def run_one(variant: Variant, seed: int, args: argparse.Namespace, data: Path, ledger: CpuLedger) -> None:

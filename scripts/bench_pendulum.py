@@ -36,7 +36,7 @@ from latentworld.experiment.checkpoint import (
 )
 from latentworld.experiment.config import load_config
 from latentworld.experiment.history import read_history
-from latentworld.latent_envs.latent_env import DEFAULT_GOAL_FILE
+from latentworld.latent_envs.latent_env import DEFAULT_GOAL_FILES
 from latentworld.training.trainer import Trainer
 
 RUNS = {"VHP-EKVAE (CO)": "configs/pendulum_ekvae.yaml", "EKVAE (annealing)": "configs/pendulum_ekvae_annealing.yaml"}
@@ -91,7 +91,7 @@ def ship(run_dir: Path, destination: Path, command: str) -> None:
     env.close()
     import imageio.v3 as iio
 
-    iio.imwrite(destination / DEFAULT_GOAL_FILE, frame[..., 0])
+    iio.imwrite(destination / DEFAULT_GOAL_FILES[0], frame[..., 0])
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ from latentworld.common.data import load_dataset
 from latentworld.common.device import select_device
 from latentworld.common.errors import RunDirError
 from latentworld.common.fileio import atomic_write_bytes, check_output_dir
-from latentworld.evaluation.metrics import PAPER_TABLE_1A, PAPER_TABLE_2, evaluate_model, smoothed_means
+from latentworld.evaluation.metrics import PAPER_TABLES, evaluate_model, smoothed_means
 from latentworld.evaluation.plots import (
     plot_angle_predictions,
     plot_latent_space,
@@ -106,10 +106,10 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
         split.check_fits(model.obs_shape, model.dim_u, data_path, f"the model of {checkpoint_dir}")
     metrics = evaluate_model(model, train, test, seed=seed)
     label = model_label(config)
-    # The paper's rows of the same model family (its name in a row: "EKVAE", "DKS", "DVBS").
+    # The paper's rows of the same data and model family (its name in a row: "EKVAE", "DKS", "DVBS").
     family = config.model.kind.upper()
-    paper = {name: row for name, row in {**PAPER_TABLE_1A, **PAPER_TABLE_2}.items() if name.split(" ")[0].split("-")[-1] == family
-             } if meta["env_id"].startswith("dm_control/pendulum") else {}
+    paper = {name: row for name, row in PAPER_TABLES.get(meta.get("dataset_name"), {}).items()
+             if name.split(" ")[0].split("-")[-1] == family}
     table = format_table({f"ours: {label}": metrics, **{f"paper: {k}": v for k, v in paper.items()}})
 
     out.mkdir(parents=True, exist_ok=True)

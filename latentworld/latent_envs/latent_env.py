@@ -31,7 +31,8 @@ from latentworld.models.base import StateSpaceModel
 from latentworld.probability.gaussian import mvn_sample
 
 INITIAL_KINDS = ("prior", "posterior", "given")
-DEFAULT_GOAL_FILE = "goal.png"  # a checkpoint may ship the image of its default goal
+# A checkpoint may ship its default goal: an image, or (joint-angle models) an observation array.
+DEFAULT_GOAL_FILES = ("goal.png", "goal.npy")
 # A trained model keeps data states within about ±20 latent units (the shipped pendulum model: positions
 # ±4.5, velocity ±19); far outside, a rollout has left the model's domain and can grow without limit.
 DEFAULT_STATE_BOUND = 100.0
@@ -201,10 +202,11 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
     goal_tensor = None
     if not goal_conditioned:
         if goal is None:
-            default = run_dir / DEFAULT_GOAL_FILE
-            if not default.exists():
-                raise GoalError(f"{run_dir} ships no default goal; pass goal= (image path or latent vector)")
-            goal = default
+            shipped = [run_dir / name for name in DEFAULT_GOAL_FILES if (run_dir / name).exists()]
+            if not shipped:
+                raise GoalError(f"{run_dir} ships no default goal; pass goal= (image path or latent vector), "
+                                "or goal_conditioned=True")
+            goal = shipped[0]
         goal_tensor = load_goal(net, goal, reward)
     low = np.asarray(meta.get("action_low") or [-1.0] * meta["dim_u"], np.float32)
     high = np.asarray(meta.get("action_high") or [1.0] * meta["dim_u"], np.float32)
