@@ -12,8 +12,8 @@ seeds 100-119; this benchmark uses data seed 1, model seeds 1-3 and real seeds 5
 
 Also measured per model: the **joint-limit check**. The wrist stops at ±160°; a model that lets it
 pass through ±180° in imagination lets a policy plan through a wall. From rest at wrist ±2.5 rad,
-full wrist torque toward the limit for 15 steps: the largest |wrist| the model's decoded mean
-reaches, and whether it wrapped to the other side.
+full wrist torque toward the limit for 1.2 s: the largest |wrist| the model's decoded mean reaches
+(the real arm stops at 2.88 rad), and whether it wrapped to the other side.
 
 Resumable (every step is skipped when its output exists; trainings resume from their checkpoint).
 Writes ``docs/results/reacher_angles.{json,md}``, the first seed's latent space
@@ -25,9 +25,11 @@ copies the first seed's model of the full data set (no selection among seeds) to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -60,13 +62,14 @@ R2_KEYS = ("r2_shoulder_angle", "r2_wrist_angle", "r2_raw_wrist_angle", "r2_shou
 
 
 @torch.no_grad()
-def joint_limit_check(run_dir: Path, steps: int = 15) -> dict[str, float | bool]:
+def joint_limit_check(run_dir: Path, seconds: float = 1.2) -> dict[str, float | bool]:
     """Push the wrist against each limit in the model's mean dynamics; see the module docstring."""
     from envs import RealEnv
     from latentworld.experiment.checkpoint import load_model
 
     model, _, meta = load_model(run_dir)
     env = RealEnv("reacher_angles", action_repeat=meta["action_repeat"])
+    steps = round(seconds / env.dt)
     result: dict[str, float | bool] = {}
     try:
         for sign, name in ((1.0, "positive"), (-1.0, "negative")):
@@ -173,7 +176,7 @@ def write_results(sizes: dict[str, dict], args: argparse.Namespace, cpu_seconds:
             f"- seed {seed}: real return {r['real_return']:.1f} (random {r['random_return']:.1f}, zero "
             f"{r['zero_return']:.1f}); per episode {' '.join(f'{x:.0f}' for x in r['real_returns'])}; joint limit: "
             f"|wrist| up to {r['joint_limit']['positive_max_abs_wrist']:.2f} / "
-            f"{r['joint_limit']['negative_max_abs_wrist']:.2f} rad (limit 2.79), wrapped: "
+            f"{r['joint_limit']['negative_max_abs_wrist']:.2f} rad (real: 2.88), wrapped: "
             f"{r['joint_limit']['positive_wrapped'] or r['joint_limit']['negative_wrapped']}"
             for seed, r in block["seeds"].items())
         lines += [(f"## {size} sequences: {block['physics_steps']:,} physics steps of data (action repeat "
@@ -201,10 +204,13 @@ def ship(run_dir: Path, command: str) -> Path:
     destination = PRETRAINED_DIR / SHIPPED_NAME
     destination.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / CHECKPOINT_DIR
-    for name in (CONFIG_FILE, MODEL_FILE):
-        shutil.copy2(checkpoint / name, destination / name)
+    shutil.copy2(checkpoint / MODEL_FILE, destination / MODEL_FILE)
     shutil.copy2(run_dir / "eval" / EVAL_FILE, destination / EVAL_FILE)
+    # Its data set is the benchmark's; a user's is the default path (same design, data seed 0).
+    config = re.sub(r"(?m)^data: .*$", "data: data/reacher_angles.npz", (checkpoint / CONFIG_FILE).read_text())
+    (destination / CONFIG_FILE).write_text(config)
     meta = json.loads((checkpoint / META_FILE).read_text())
+    meta["sha256"][CONFIG_FILE] = hashlib.sha256(config.encode()).hexdigest()
     meta["produced_by"] = command
     (destination / META_FILE).write_text(json.dumps(meta, indent=2))
     env = RealEnv("reacher_angles")
