@@ -59,6 +59,7 @@ def evaluate_controller(problem: LatentProblem, controller: Controller, seeds: l
             episode = run_episode(env, controller, seed, record=record_first and i == 0)
             if "scenes" in episode:
                 recording = {key: episode.pop(key) for key in ("scenes", "beliefs", "rewards")}
+                recording["seconds_per_step"] = env.real.dt
             episodes.append(episode)
         physics_steps = env.physics_steps
     finally:
@@ -99,9 +100,14 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_video(problem: LatentProblem, recording: dict[str, np.ndarray], path: Path, fps: float = 12.5) -> Path:
+MAX_GIF_FPS = 25.0  # faster GIFs are slowed down by viewers; extra env steps are skipped instead
+
+
+def write_video(problem: LatentProblem, recording: dict[str, np.ndarray], path: Path) -> Path:
     """A GIF of real scene | belief | cumulative-reward bar, one panel each (``recording`` from
-    :func:`run_episode`: ``scenes`` and ``beliefs`` ``(T, H, W, 3)`` uint8, ``rewards`` ``(T,)``)."""
+    :func:`run_episode`: ``scenes`` and ``beliefs`` ``(T, H, W, 3)`` uint8, ``rewards`` ``(T,)``, and the
+    env's ``seconds_per_step``), in real time: one frame per env step, or every k-th step when that is
+    faster than :data:`MAX_GIF_FPS`."""
     real, decoded, rewards = recording["scenes"], recording["beliefs"], recording["rewards"]
     scale = max(1, 128 // real.shape[1])
     real = real.repeat(scale, 1).repeat(scale, 2)
@@ -116,8 +122,10 @@ def write_video(problem: LatentProblem, recording: dict[str, np.ndarray], path: 
         bars[t, :, :4, 0] = 255 if now > 0 else 60  # red strip: reward at this step
     separator = np.full((len(rewards), height, 2, 3), 128, np.uint8)
     video = np.concatenate([real, separator, decoded, separator, bars], axis=2)
+    step_seconds = recording["seconds_per_step"]
+    every = max(1, round(1 / (step_seconds * MAX_GIF_FPS)))
     with atomic_target(path, suffix=path.suffix) as tmp:
-        iio.imwrite(tmp, video, duration=1000 / fps, loop=0)
+        iio.imwrite(tmp, video[::every], duration=1000 * every * step_seconds, loop=0)
     return path
 
 

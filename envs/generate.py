@@ -1,9 +1,11 @@
 """Generate a sequence data set from a real environment.
 
 ``python -m envs.generate NAME [--out PATH] [--n-sequences N] [--seq-len T] [--action-repeat K]
+[--action-hold H]
 [--seed S] [--test-fraction F] [--workers W] [--force] [--no-picture]``, NAME one of pendulum,
 reacher_angles, reacher_rgb. Defaults come from :mod:`envs.specs` (pendulum 500 x 15 into
-``data/pendulum.npz``, test fraction 0.2; reacher 2000 x 30, test fraction 0.1; action repeat 4).
+``data/pendulum.npz``, test fraction 0.2; reacher 2000 x 30, test fraction 0.1; action repeat:
+pendulum 4, reacher 1).
 
 Each sequence starts from a random state (uniform angles *and* angular velocities, set after the
 task's reset) and applies uniformly random actions. Sequence i is drawn from child i of
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seq-len", type=_positive_int, metavar="T",
                         help="frames per sequence (default: pendulum 15, reacher 30)")
     parser.add_argument("--action-repeat", type=_positive_int, metavar="K",
-                        help="control steps of 0.02 s per frame (default: 4)")
+                        help="control steps of 0.02 s per frame (default: pendulum 4, reacher 1)")
     parser.add_argument("--action-hold", type=_positive_int, metavar="H",
                         help="frames each random action is held for (default: 1)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default: 0)")

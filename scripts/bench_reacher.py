@@ -99,7 +99,7 @@ def run_seed(n_sequences: int, seed: int, args: argparse.Namespace, ledger: CpuL
     if not (run_dir / CHECKPOINT_DIR / META_FILE).exists() or _step(run_dir) != args.steps:
         train = [sys.executable, "-m", "latentworld.cli", "train", "--config", PRESET, "--run-dir", str(run_dir),
                  "--no-progress", "--set", f"steps={args.steps}", "--set", f"seed={seed}", "--set", f"data={data}",
-                 "--set", f"threads={threads}"]
+                 "--set", f"threads={threads}", "--set", f"schedule.calibration_steps={min(1000, args.steps // 3)}"]
         run_child(train + (["--resume"] if (run_dir / "run_config.yaml").exists() else []), log, ledger, key)
     if not (run_dir / "eval" / EVAL_FILE).exists():
         run_child([sys.executable, "-m", "latentworld.cli", "evaluate", str(run_dir)], log, ledger, key)
@@ -180,7 +180,7 @@ def write_results(sizes: dict[str, dict], args: argparse.Namespace, cpu_seconds:
             f"{r['joint_limit']['positive_wrapped'] or r['joint_limit']['negative_wrapped']}"
             for seed, r in block["seeds"].items())
         lines += [(f"## {size} sequences: {block['physics_steps']:,} physics steps of data (action repeat "
-                  f"{block['action_repeat']}, each random action held {block['action_hold']} frames)\n"),
+                  f"{block['action_repeat']}, random actions held for {block['action_hold']} frame(s))\n"),
                   f"```\n{format_table(rows)}\n```\n",
                   (f"- Identification target (OLS R² ≥ {TARGET_R2} for both angles, the wrist as (cos, sin) or raw, and "
                   f"both velocities): **{'met' if met_r2 else 'NOT met'}** on the mean over seeds."),
