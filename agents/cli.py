@@ -2,6 +2,7 @@
 
     python -m agents train jomega --model pendulum_ekvae --task swingup --out runs/policies/swingup
     python -m agents train ppo|sac|mpc ...  [--set iterations=800 ...]
+    python -m agents train jomega --task reach --out runs/policies/reach    # the reacher (shipped model)
     python -m agents evaluate runs/policies/swingup --episodes 20 --first-seed 1000
 """
 
@@ -19,6 +20,7 @@ from latentworld.cli import describe, positive_int
 from latentworld.common.errors import LatentworldError
 from latentworld.common.fileio import check_writable, refuse_package_dir
 
+DEFAULT_MODELS = {"swingup": "pendulum_ekvae", "rotation": "pendulum_ekvae", "reach": "reacher_angles_ekvae"}
 DEFAULT_FIRST_SEED = 5000  # real-env evaluation seeds; tuning looked only at seeds 100-109 and 1000-1019
 
 
@@ -36,7 +38,8 @@ def _train(args: argparse.Namespace) -> int:
     task = make_task(args.task, args.goal_velocity)
     check_method_fits_task(args.method, task)
     torch.set_num_threads(args.threads)
-    problem = make_problem(args.model, task, noise_scale=args.noise_scale, seed=args.seed, data=args.data)
+    model = args.model or DEFAULT_MODELS[args.task]
+    problem = make_problem(model, task, noise_scale=args.noise_scale, seed=args.seed, data=args.data)
     report = train_policy(args.method, problem, args.out, args.set, args.seed, not args.no_progress, args.init)
     best = report.get("best_validation_return")
     print(f"[agents] {args.method} policy saved to {args.out}" + (f" (best validation return {best:.1f}, "
@@ -64,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a policy (or set up a planner) in the latent env")
     train.add_argument("method", choices=METHODS)
-    train.add_argument("--model", default="pendulum_ekvae", help="model checkpoint directory or shipped name")
+    train.add_argument("--model", default=None, help="model checkpoint directory or shipped name (default: "
+                       + ", ".join(f"{model} for {task}" for task, model in DEFAULT_MODELS.items()) + ")")
     train.add_argument("--task", default="swingup", choices=TASKS,
                        help="swingup, rotation (pendulum) or reach (reacher: a new target every episode)")
     train.add_argument("--goal-velocity", type=float, default=None,

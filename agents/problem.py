@@ -28,9 +28,9 @@ from torch import Tensor
 
 from agents.tasks import REACH_ENVS, ReachGoals, Task, encode_goal
 from envs import get_spec
-from latentworld.common.data import SequenceDataset, load_dataset
+from latentworld.common.data import SequenceDataset
 from latentworld.evaluation.metrics import smoothed_means
-from latentworld.experiment.checkpoint import CheckpointError, resolve_checkpoint
+from latentworld.experiment.checkpoint import CheckpointError, load_model_data, resolve_checkpoint
 from latentworld.latent_envs.latent_env import LatentDynamics, cached_model
 
 Actor = Callable[[Tensor], Tensor]  # observations (N, Dz) or, goal-conditioned, (N, Dz + Dg) -> actions (N, Du)
@@ -150,8 +150,8 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
     goals = validation_goals = None
     if with_starts:
         data_path = data or config.data
-        train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
-        test = load_dataset(data_path, "test", expect_env_id=meta["env_id"])
+        train = load_model_data(meta, data_path, "train")
+        test = load_model_data(meta, data_path, "test")
         starts = torch.cat([smoothed_means(net, train).flatten(0, 1), first_frame_beliefs(net, train)])
         pool = first_frame_beliefs(net, test)
         pick = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(seed))[:validation_size]

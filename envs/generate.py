@@ -1,9 +1,8 @@
 """Generate a sequence data set from a real environment.
 
 ``python -m envs.generate NAME [--out PATH] [--n-sequences N] [--seq-len T] [--action-repeat K]
-[--action-hold H]
-[--seed S] [--test-fraction F] [--workers W] [--force] [--no-picture]``, NAME one of pendulum,
-reacher_angles, reacher_rgb. Defaults come from :mod:`envs.specs` (pendulum 500 x 15 into
+[--action-hold H] [--seed S] [--test-fraction F] [--workers W] [--force] [--no-picture]``, NAME one
+of pendulum, reacher_angles, reacher_rgb. Defaults come from :mod:`envs.specs` (pendulum 500 x 15 into
 ``data/pendulum.npz``, test fraction 0.2; reacher 2000 x 30, test fraction 0.1; action repeat:
 pendulum 4, reacher 1).
 

@@ -2,7 +2,9 @@
 # The main job at a small default size, set-up included:
 #   generate the pendulum data set -> train the VHP-EKVAE (CO) -> evaluate it
 #   -> roll it out as a latent Gymnasium env -> train a swing-up policy with J(ω) in the latent env only
-#   -> run it in the real MuJoCo pendulum beside random and zero actions (returns printed, video written).
+#   -> run it in the real MuJoCo pendulum beside random and zero actions (returns printed, video written)
+#   -> the reacher: a goal-conditioned reach policy trained in the latent env of the shipped joint-angle
+#      model, run in the real reacher-easy (a new target every episode; its IK pose is the goal).
 # Idempotent: an existing data set is reused, a finished run is only re-evaluated, a trained policy reused.
 # Usage: bash scripts/run_main.sh [RUN_DIR]   (default runs/main)
 #   LATENTWORLD_MAIN_STEPS     model training steps (default 3000)
@@ -46,5 +48,19 @@ else
   echo "[main] reusing the policy $policy (delete it to retrain)"
 fi
 python -m agents evaluate "$policy" --episodes "$episodes"
+
+# The reacher loop on the shipped model (training one takes ~12 min: scripts/bench_reacher.py). Its data
+# set gives the policy's start states and training goals.
+if [ ! -f data/reacher_angles.npz ]; then
+  python -m envs.generate reacher_angles --out data/reacher_angles.npz
+fi
+reach="$run/reach_jomega_shipped"
+if [ ! -f "$reach/meta.json" ]; then
+  python -m agents train jomega --model reacher_angles_ekvae --task reach --out "$reach"
+else
+  echo "[main] reusing the policy $reach (delete it to retrain)"
+fi
+python -m agents evaluate "$reach" --episodes "$episodes"
 echo "[main] done: model figures and eval.json in $run/pendulum_ekvae/eval, imagined frames $run/imagined.png;" \
-  "policy in $policy, real_eval.json and episode.gif in $policy/real_eval; data picture data/pendulum.png"
+  "policies in $policy and $reach, each with real_eval/real_eval.json and real_eval/episode.gif;" \
+  "data pictures data/pendulum.png, data/reacher_angles.png"

@@ -88,6 +88,14 @@ def test_reacher_formats(name: str, obs_shape: tuple[int, ...], tmp_path: Path) 
         np.testing.assert_allclose(raw["obs"], expected, atol=1e-6)
 
 
+def test_action_hold_repeats_each_random_action(tmp_path: Path) -> None:
+    path = _generate("reacher_angles", tmp_path / "held.npz", "--action-hold", "2", "--seq-len", "7")
+    actions = _arrays(path)["actions"]
+    np.testing.assert_array_equal(actions[:, 0::2][:, :3], actions[:, 1::2])
+    assert (actions[:, 0] != actions[:, 2]).all()  # a new draw every second frame
+    assert read_metadata(path)["action_hold"] == 2
+
+
 def test_stored_states_agree_with_the_simulator(pendulum_file: Path, tmp_path: Path) -> None:
     """Replay each stored sequence from its stored first state with its stored actions."""
     raw = _arrays(pendulum_file)

@@ -14,7 +14,7 @@ from synthetic import write_synthetic_pendulum
 
 import latentworld  # noqa: F401  (registers the ids)
 from agents.sb3_env import SB3LatentVecEnv
-from latentworld.common.errors import GoalError
+from latentworld.common.errors import DatasetError, GoalError
 from latentworld.experiment.checkpoint import CheckpointError
 from latentworld.experiment.config import load_config
 from latentworld.latent_envs.latent_env import LatentEnv
@@ -190,8 +190,18 @@ def test_latent_reacher_goal_conditioned_and_angle_goals(reacher_checkpoint):
     fixed = gym.make("LatentReacher-v0", model=reacher_checkpoint, goal=str(Path(reacher_checkpoint).parent
                                                                               / "goal.npy")).unwrapped
     assert fixed.setup.goal.shape == (3,)
-    with pytest.raises(CheckpointError, match="pass model=PATH"):
+    with pytest.raises(GoalError, match="needs 4 values"):  # the shipped default model has Da = 4
         gym.make("LatentReacher-v0", goal=[0.0, 0.0, 0.0])
+
+
+def test_a_data_set_of_another_time_step_is_refused(reacher_checkpoint, tmp_path):
+    from envs.generate import main as generate
+
+    other = tmp_path / "repeat2.npz"
+    assert generate(["reacher_angles", "--out", str(other), "--n-sequences", "4", "--seq-len", "6",
+                     "--action-repeat", "2", "--no-picture"]) == 0
+    with pytest.raises(DatasetError, match="action_repeat=2, expected 1"):
+        gym.make("LatentReacher-v0", model=reacher_checkpoint, goal_conditioned=True, data=str(other))
 
 
 def test_cli_imagine_writes_decoded_frames(checkpoint, tmp_path, capsys):

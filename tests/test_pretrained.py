@@ -1,9 +1,13 @@
-"""The shipped pretrained pendulum checkpoint still identifies the system with the current code."""
+"""The shipped pretrained checkpoints still identify their systems with the current code, and back the
+latent env ids with no arguments."""
 
 import json
 
+import gymnasium as gym
 import pytest
+from gymnasium.utils.env_checker import check_env
 
+import latentworld  # noqa: F401  (registers the env ids)
 from latentworld.common.data import load_dataset
 from latentworld.evaluation.metrics import evaluate_model
 from latentworld.experiment.checkpoint import PRETRAINED_DIR, load_model
@@ -27,3 +31,36 @@ def test_shipped_checkpoint_records_its_command_and_reaches_the_r2_target(pendul
     assert metrics["r2_hinge_angle"] >= 0.99 and metrics["r2_hinge_velocity"] >= 0.99
     shipped = json.loads((run / "eval.json").read_text())["metrics"]
     assert metrics["r2_hinge_velocity"] == pytest.approx(shipped["r2_hinge_velocity"], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def reacher_data(tmp_path_factory):
+    from envs.generate import main as generate
+
+    path = tmp_path_factory.mktemp("data") / "reacher_angles.npz"
+    assert generate(["reacher_angles", "--out", str(path), "--no-picture"]) == 0  # default design, seed 0
+    return path
+
+
+def test_shipped_reacher_model_identifies_the_angles_on_fresh_data(reacher_data):
+    run = PRETRAINED_DIR / "reacher_angles_ekvae"
+    meta = json.loads((run / "meta.json").read_text())
+    assert "scripts/bench_reacher.py" in meta["produced_by"]
+    model, _, _ = load_model("reacher_angles_ekvae", expect_kind="ekvae")
+    metrics = evaluate_model(model, load_dataset(reacher_data, "train"), load_dataset(reacher_data, "test"))
+    shipped = json.loads((run / "eval.json").read_text())["metrics"]
+    for name in ("shoulder_angle", "wrist_angle", "shoulder_velocity", "wrist_velocity"):
+        assert metrics[f"r2_{name}"] == pytest.approx(shipped[f"r2_{name}"], abs=0.03), name
+    assert min(metrics["r2_shoulder_angle"], metrics["r2_wrist_angle"]) >= 0.99
+
+
+def test_latent_reacher_works_with_no_arguments_and_goal_conditioned(reacher_data):
+    env = gym.make("LatentReacher-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (6,)
+    conditioned = gym.make("LatentReacher-v0", goal_conditioned=True, data=str(reacher_data))
+    obs, info = conditioned.reset(seed=0)
+    assert obs.shape == (10,) and info["goal"].shape == (4,)
+    _, reward, *_ = conditioned.step(conditioned.action_space.sample())
+    assert reward <= 0

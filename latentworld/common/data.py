@@ -119,6 +119,7 @@ def load_dataset(
     split: str = "train",
     expect_obs_type: str | None = None,
     expect_env_id: str | None = None,
+    expect_action_repeat: int | None = None,
 ) -> SequenceDataset:
     """Load one split of a data set as torch tensors.
 
@@ -127,6 +128,8 @@ def load_dataset(
         split: ``"train"``, ``"test"`` or ``"all"``.
         expect_obs_type: if given, ``"image"`` or ``"angles"``; a mismatch is an error.
         expect_env_id: if given, the env id the file must come from.
+        expect_action_repeat: if given, the action repeat its frames must have been recorded with (a
+            model's dynamics hold for its own time step only).
 
     Returns:
         The split as a :class:`SequenceDataset`.
@@ -153,9 +156,11 @@ def load_dataset(
     for name, want, have in (
         ("obs_type", expect_obs_type, metadata["obs_type"]),
         ("env_id", expect_env_id, metadata["env_id"]),
+        ("action_repeat", expect_action_repeat, metadata.get("action_repeat")),
     ):
         if want is not None and want != have:
-            raise DatasetError(f"{path} holds {name}={have!r}, expected {want!r}")
+            raise DatasetError(f"{path} holds {name}={have!r}, expected {want!r}; regenerate it with the model's "
+                               "settings (python -m envs.generate) or pass another data set")
     index = {
         "train": arrays["train_indices"],
         "test": arrays["test_indices"],

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 
-from latentworld.common.data import load_dataset
 from latentworld.common.device import select_device
 from latentworld.common.errors import RunDirError
 from latentworld.common.fileio import atomic_write_bytes, check_output_dir
@@ -19,7 +18,7 @@ from latentworld.evaluation.plots import (
     plot_predictions,
     plot_training_curves,
 )
-from latentworld.experiment.checkpoint import load_model, resolve_checkpoint, run_dir_of
+from latentworld.experiment.checkpoint import load_model, load_model_data, resolve_checkpoint, run_dir_of
 from latentworld.experiment.config import TrainConfig
 from latentworld.experiment.history import read_history
 from latentworld.models import MODELS
@@ -100,8 +99,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
     device = select_device(config.device)
     model.to(device)
     data_path = data or config.data
-    train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
-    test = load_dataset(data_path, "test", expect_env_id=meta["env_id"])
+    train = load_model_data(meta, data_path, "train")
+    test = load_model_data(meta, data_path, "test")
     for split in (train, test):
         split.check_fits(model.obs_shape, model.dim_u, data_path, f"the model of {checkpoint_dir}")
     metrics = evaluate_model(model, train, test, seed=seed)

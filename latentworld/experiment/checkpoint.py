@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import yaml
 
+from latentworld.common.data import SequenceDataset, load_dataset
 from latentworld.common.errors import CheckpointError, ConfigError
 from latentworld.common.fileio import fsync_dir, write_synced
 from latentworld.experiment.config import TrainConfig, config_from_dict, config_to_dict
@@ -232,3 +233,13 @@ def load_model(path: str | os.PathLike, expect_kind: str | None = None
     except RuntimeError as err:
         raise CheckpointError(f"{checkpoint_dir / MODEL_FILE} does not match its config: {err}") from err
     return model.eval(), config, meta
+
+
+def load_model_data(meta: dict[str, Any], path: str | os.PathLike, split: str) -> SequenceDataset:
+    """One split of a data set, checked to come from the env and the action repeat that the checkpoint's
+    model (its ``meta``) was trained on.
+
+    Raises:
+        DatasetError: the file is missing, corrupt, or from another env or time step.
+    """
+    return load_dataset(path, split, expect_env_id=meta["env_id"], expect_action_repeat=meta.get("action_repeat"))

@@ -22,10 +22,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentworld.common.data import load_dataset
 from latentworld.common.errors import ConfigError, GoalError
 from latentworld.evaluation.metrics import smoothed_means
-from latentworld.experiment.checkpoint import MODEL_FILE, CheckpointError, load_model, resolve_checkpoint
+from latentworld.experiment.checkpoint import (
+    MODEL_FILE,
+    CheckpointError,
+    load_model,
+    load_model_data,
+    resolve_checkpoint,
+)
 from latentworld.latent_envs.goals import REWARD_KINDS, load_goal
 from latentworld.models.base import StateSpaceModel
 from latentworld.probability.gaussian import mvn_sample
@@ -189,7 +194,7 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
     data_path = data or config.data
     posterior_z1 = goal_pool = None
     if initial == "posterior" or goal_conditioned:
-        train = load_dataset(data_path, "train", expect_env_id=meta["env_id"])
+        train = load_model_data(meta, data_path, "train")
         if initial == "posterior":
             with torch.no_grad():
                 posterior_z1 = net.posterior_initial(train.obs[:, :5], train.actions[:, :5])

@@ -12,7 +12,7 @@ import gymnasium as gym
 LATENT_ENVS = {
     # id: default checkpoint (a shipped pretrained name) or None when a model path is required
     "LatentPendulum-v0": "pendulum_ekvae",
-    "LatentReacher-v0": None,
+    "LatentReacher-v0": "reacher_angles_ekvae",
 }
 
 
