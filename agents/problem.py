@@ -77,10 +77,8 @@ class LatentProblem:
     def observation_scaling(self) -> tuple[Tensor, Tensor]:
         """``(mean, std)`` ``(Do,)`` of the training start states (and goals): policy networks see
         ``(o − mean) / std``."""
-        observed = self.starts if self.goals is None else torch.cat(
-            [self.starts, self.goals[torch.randint(len(self.goals), (len(self.starts),),
-                                                   generator=torch.Generator().manual_seed(0))]], 1)
-        return observed.mean(0), observed.std(0).clamp_min(1e-6)
+        parts = [self.starts] if self.goals is None else [self.starts, self.goals]
+        return torch.cat([p.mean(0) for p in parts]), torch.cat([p.std(0) for p in parts]).clamp_min(1e-6)
 
     def training_goals(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """The goal of ``n`` training rollouts: the fixed ``(Dg,)``, or ``(n, Dg)`` drawn from :attr:`goals`."""
