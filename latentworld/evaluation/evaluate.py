@@ -57,7 +57,7 @@ def identification(metrics: dict[str, float]) -> str:
                                           else f", and a kNN probe gives {probe:.3f}: missing from z")
         parts.append(f"{name} R² {value:.3f}{where}")
     return (f"NOT identified (OLS R² < {IDENTIFIED_R2}): " + "; ".join(parts)
-            + ". Train longer (the presets use 8000 steps) or with another seed.")
+            + ". Train longer, or with another seed.")
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -113,7 +113,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    figures = [plot_latent_space(smoothed_means(model, test), test, out / "latent_space.png")]
+    figures = [plot_latent_space(smoothed_means(model, test), test, out / "latent_space.png", model.position_dims)]
     with torch.no_grad():
         shown = slice(0, 4)
         predicted = {mode: model.predict(test.obs[shown].to(device), test.actions[shown].to(device), mode=mode).cpu()

@@ -14,27 +14,36 @@ import torch
 from latentworld.common.data import SequenceDataset
 
 
-def plot_latent_space(z: torch.Tensor, data: SequenceDataset, path: Path) -> Path:
-    """Scatter the smoothed means coloured by each true state variable (the paper's barrel).
+def plot_latent_space(z: torch.Tensor, data: SequenceDataset, path: Path, position_dims: int | None = None) -> Path:
+    """Scatter the smoothed means coloured by each true state variable (the paper's Fig. 3 barrel).
+
+    Angles are shown over the first three dims of z; with a position/velocity split
+    (``position_dims`` = Da), velocities over the velocity dims z[Da:] (the first two of them), where
+    an identified model shows a smooth gradient.
 
     Args: z ``(N, T, Dz)`` smoothed means of ``data``.
     """
     points = z.flatten(0, 1).numpy()
     states = data.states.flatten(0, 1).numpy()
     names = data.metadata["state_names"]
-    dims = min(3, points.shape[1])
+    angles = data.metadata["angle_state_dims"]
     fig = plt.figure(figsize=(5 * len(names), 4.5))
     for i, name in enumerate(names):
-        if dims == 3:
+        dims = list(range(min(3, points.shape[1])))
+        if position_dims is not None and i not in angles and points.shape[1] > position_dims:
+            dims = list(range(position_dims, min(position_dims + 2, points.shape[1])))
+        cmap = "twilight" if i in angles else "coolwarm"
+        if len(dims) == 3:
             ax = fig.add_subplot(1, len(names), i + 1, projection="3d")
-            im = ax.scatter(points[:, 0], points[:, 1], points[:, 2], c=states[:, i], s=2, cmap="twilight"
-                            if i in data.metadata["angle_state_dims"] else "coolwarm")
-            ax.set_zlabel("z3")
+            im = ax.scatter(*(points[:, d] for d in dims), c=states[:, i], s=2, cmap=cmap)
+            ax.set_zlabel(f"z{dims[2] + 1}")
         else:
             ax = fig.add_subplot(1, len(names), i + 1)
-            im = ax.scatter(points[:, 0], points[:, -1], c=states[:, i], s=2, cmap="coolwarm")
-        ax.set_xlabel("z1")
-        ax.set_ylabel("z2" if dims == 3 else f"z{points.shape[1]}")
+            shown = dims if len(dims) == 2 else [dims[0], points.shape[1] - 1]
+            im = ax.scatter(points[:, shown[0]], points[:, shown[1]], c=states[:, i], s=2, cmap=cmap)
+            dims = shown
+        ax.set_xlabel(f"z{dims[0] + 1}")
+        ax.set_ylabel(f"z{dims[1] + 1}")
         ax.set_title(f"latent space coloured by true {name}")
         fig.colorbar(im, ax=ax, shrink=0.6)
     fig.tight_layout()
