@@ -21,6 +21,7 @@ Writes ``docs/results/baselines_<steps>steps.{json,md}``, one latent-space figur
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -28,7 +29,6 @@ import resource
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from bench_jobs import CpuLedger, run_child
-from tqdm import tqdm
+from bench_jobs import CpuLedger, run_child, run_jobs
 
 from latentworld.common.fileio import atomic_write_bytes
 from latentworld.evaluation.evaluate import EVAL_FILE, format_table
@@ -269,19 +268,8 @@ def main() -> int:
                        str(data), "--no-picture"], args.runs_dir / "logs" / "data.log", ledger, "data")
         jobs = [(variant, seed) for seed in args.seeds for variant in grid]
         started = time.time()
-        with ThreadPoolExecutor(args.workers) as pool, tqdm(total=len(jobs), desc="runs", unit="run") as bar:
-            futures = [pool.submit(run_one, variant, seed, args, data, ledger) for variant, seed in jobs]
-            try:
-                for future in as_completed(futures):
-                    try:
-                        future.result()
-                    except RuntimeError as err:  # one failed run: report it, keep the others going
-                        failures.append(str(err))
-                        print(f"[bench] {err}", file=sys.stderr)
-                    bar.update()
-            except KeyboardInterrupt:  # Ctrl-C reaches the running children; start no queued run
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        failures = run_jobs([functools.partial(run_one, variant, seed, args, data, ledger) for variant, seed in jobs],
+                            args.workers, "run")
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"[bench] {len(jobs)} runs in {(time.time() - started) / 60:.1f} min of wall time, "
               f"{(usage.ru_utime + usage.ru_stime) / 60:.0f} CPU min in this call's children")

@@ -10,8 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+
+from tqdm import tqdm
 
 from latentworld.common.fileio import atomic_write_bytes
 
@@ -41,3 +46,29 @@ def run_child(command: list[str], log: Path, ledger: CpuLedger, key: str) -> Non
     ledger.add(key, usage.ru_utime + usage.ru_stime)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed with status {process.returncode}; see {log}")
+
+
+def run_jobs(jobs: list[Callable[[], None]], workers: int, unit: str) -> list[str]:
+    """Run ``jobs`` (each one or more :func:`run_child` calls) ``workers`` at a time, with a progress bar.
+
+    A job that fails (``RuntimeError``) is reported and the others go on; Ctrl-C reaches the running
+    children and starts no queued job.
+
+    Returns:
+        The failures' messages.
+    """
+    failures: list[str] = []
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc=f"{unit}s", unit=unit) as bar:
+        futures = [pool.submit(job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                try:
+                    future.result()
+                except RuntimeError as err:
+                    failures.append(str(err))
+                    print(f"[bench] {err}", file=sys.stderr)
+                bar.update()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return failures

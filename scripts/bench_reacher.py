@@ -25,6 +25,7 @@ copies the first seed's model of the full data set (no selection among seeds) to
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -32,13 +33,11 @@ import platform
 import re
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_jobs import CpuLedger, run_child
-from tqdm import tqdm
+from bench_jobs import CpuLedger, run_child, run_jobs
 
 from latentworld.common.data import load_dataset
 from latentworld.common.fileio import atomic_write_bytes
@@ -198,6 +197,7 @@ def write_results(sizes: dict[str, dict], args: argparse.Namespace, cpu_seconds:
 def ship(run_dir: Path, command: str) -> Path:
     """Copy the checkpoint into the package with ``goal.npy``: the joint-angle observation of the arm
     reaching :data:`DEFAULT_GOAL_POINT` (the elbow solution nearest the arm stretched along +x)."""
+    from agents.tasks import pose_observation
     from envs import RealEnv
     from envs.reacher_kinematics import TwoLinkArm
 
@@ -216,10 +216,9 @@ def ship(run_dir: Path, command: str) -> Path:
     env = RealEnv("reacher_angles")
     try:
         angles = TwoLinkArm.of(env).nearest_solution(np.array(DEFAULT_GOAL_POINT), np.zeros(2))
-        frame, _ = env.reset(seed=0, options={"state": np.concatenate([angles, np.zeros(2)])})
+        np.save(destination / DEFAULT_GOAL_FILES[1], pose_observation(env, angles))
     finally:
         env.close()
-    np.save(destination / DEFAULT_GOAL_FILES[1], frame)
     return destination
 
 
@@ -249,15 +248,8 @@ def main() -> int:
                            "--n-sequences", str(n_sequences), "--out", str(data), "--no-picture"],
                           args.runs_dir / "logs" / "data.log", ledger, f"data/{n_sequences}")
         jobs = [(n, seed) for n in args.n_sequences for seed in args.seeds]
-        with ThreadPoolExecutor(args.workers) as pool, tqdm(total=len(jobs), desc="seeds", unit="seed") as bar:
-            futures = [pool.submit(run_seed, n, seed, args, ledger) for n, seed in jobs]
-            for future in as_completed(futures):
-                try:
-                    future.result()
-                except RuntimeError as err:  # one failed seed: report it, keep the others going
-                    failures.append(str(err))
-                    print(f"[bench] {err}", file=sys.stderr)
-                bar.update()
+        failures = run_jobs([functools.partial(run_seed, n, seed, args, ledger) for n, seed in jobs], args.workers,
+                            "seed")
     sizes = collect(args)
     write_results(sizes, args, sum(ledger.seconds.values()))
     first = args.runs_dir / f"{args.n_sequences[0]}_sequences" / f"seed{args.seeds[0]}"

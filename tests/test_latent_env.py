@@ -163,22 +163,8 @@ def test_core_is_differentiable_with_respect_to_actions(checkpoint):
     assert u.grad is not None and torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
 
 
-@pytest.fixture(scope="module")
-def reacher_checkpoint(tmp_path_factory):
-    from envs.generate import main as generate
-
-    root = tmp_path_factory.mktemp("reacher")
-    data = root / "reacher_angles.npz"
-    assert generate(["reacher_angles", "--out", str(data), "--n-sequences", "8", "--seq-len", "6",
-                     "--no-picture"]) == 0
-    config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "model.obs_kind=vector",
-                                                "model.dim_z=5", "model.dim_a=3"])
-    Trainer(config, root / "run").fit(progress=False)
-    return str(root / "run")
-
-
-def test_latent_reacher_goal_conditioned_and_angle_goals(reacher_checkpoint):
-    env = gym.make("LatentReacher-v0", model=reacher_checkpoint, goal_conditioned=True, horizon=4).unwrapped
+def test_latent_reacher_goal_conditioned_and_angle_goals(tiny_reacher_run):
+    env = gym.make("LatentReacher-v0", model=tiny_reacher_run, goal_conditioned=True, horizon=4).unwrapped
     check_env(env, skip_render_check=True)
     obs, info = env.reset(seed=0)
     assert obs.shape == (5 + 3,) and env.action_space.shape == (2,)
@@ -186,22 +172,22 @@ def test_latent_reacher_goal_conditioned_and_angle_goals(reacher_checkpoint):
     goals = {tuple(env.reset(seed=s)[1]["goal"]) for s in range(6)}
     assert len(goals) > 1  # a new goal per episode
     angle_goal = np.array([1.0, 0.0, 0.0, 1.0], np.float32)  # cos/sin of both joints
-    np.save(Path(reacher_checkpoint).parent / "goal.npy", angle_goal[None])
-    fixed = gym.make("LatentReacher-v0", model=reacher_checkpoint, goal=str(Path(reacher_checkpoint).parent
+    np.save(Path(tiny_reacher_run).parent / "goal.npy", angle_goal[None])
+    fixed = gym.make("LatentReacher-v0", model=tiny_reacher_run, goal=str(Path(tiny_reacher_run).parent
                                                                               / "goal.npy")).unwrapped
     assert fixed.setup.goal.shape == (3,)
     with pytest.raises(GoalError, match="needs 4 values"):  # the shipped default model has Da = 4
         gym.make("LatentReacher-v0", goal=[0.0, 0.0, 0.0])
 
 
-def test_a_data_set_of_another_time_step_is_refused(reacher_checkpoint, tmp_path):
+def test_a_data_set_of_another_time_step_is_refused(tiny_reacher_run, tmp_path):
     from envs.generate import main as generate
 
     other = tmp_path / "repeat2.npz"
     assert generate(["reacher_angles", "--out", str(other), "--n-sequences", "4", "--seq-len", "6",
                      "--action-repeat", "2", "--no-picture"]) == 0
     with pytest.raises(DatasetError, match="action_repeat=2, expected 1"):
-        gym.make("LatentReacher-v0", model=reacher_checkpoint, goal_conditioned=True, data=str(other))
+        gym.make("LatentReacher-v0", model=tiny_reacher_run, goal_conditioned=True, data=str(other))
 
 
 def test_cli_imagine_writes_decoded_frames(checkpoint, tmp_path, capsys):
@@ -378,10 +364,10 @@ def test_escape_on_the_last_step_is_terminated_not_truncated_in_both_envs(checkp
     assert (terminated, truncated) == (True, False) == (bool(v_terminated[0]), bool(v_truncated[0]))
 
 
-def test_evaluate_works_on_an_angle_data_set(reacher_checkpoint, tmp_path, capsys):
+def test_evaluate_works_on_an_angle_data_set(tiny_reacher_run, tmp_path, capsys):
     from latentworld.cli import main
 
-    assert main(["evaluate", reacher_checkpoint, "--out", str(tmp_path / "eval")]) == 0
+    assert main(["evaluate", tiny_reacher_run, "--out", str(tmp_path / "eval")]) == 0
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
         "eval.json", "latent_space.png", "predictions.png", "training_curves.png"]
     assert "r2_" in capsys.readouterr().out

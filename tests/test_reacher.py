@@ -89,30 +89,14 @@ def test_reach_task_checks_its_env():
         make_task("reach", goal_velocity=2.0)
 
 
-@pytest.fixture(scope="module")
-def tiny_reacher_model(tmp_path_factory):
-    from envs.generate import main as generate
-    from latentworld.experiment.config import load_config
-    from latentworld.training.trainer import Trainer
-
-    root = tmp_path_factory.mktemp("reach")
-    data = root / "reacher_angles.npz"
-    assert generate(["reacher_angles", "--out", str(data), "--n-sequences", "12", "--seq-len", "6",
-                     "--no-picture"]) == 0
-    config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "model.obs_kind=vector",
-                                                "model.dim_z=5", "model.dim_a=3"])
-    Trainer(config, root / "run").fit(progress=False)
-    return str(root / "run")
-
-
-def test_reach_policy_trains_on_per_rollout_goals_saves_and_acts_in_the_real_reacher(tiny_reacher_model, tmp_path):
+def test_reach_policy_trains_on_per_rollout_goals_saves_and_acts_in_the_real_reacher(tiny_reacher_run, tmp_path):
     from agents.evaluate import evaluate_policy_dir
     from agents.mpc import CEMPlanner, MPCConfig
     from agents.problem import make_problem
     from agents.training import train_policy
     from latentworld.common.errors import ConfigError
 
-    problem = make_problem(tiny_reacher_model, make_task("reach"), validation_size=8)
+    problem = make_problem(tiny_reacher_run, make_task("reach"), validation_size=8)
     assert problem.goals.shape[1] == 3
     assert problem.validation_goals.shape == (len(problem.validation_starts), 3)  # one goal per start
     assert problem.observation_dim == 5 + 3 and problem.observation_scaling()[0].shape == (8,)
