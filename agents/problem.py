@@ -20,7 +20,7 @@ frames for training, of test frames for validation, and the policy observes ``[z
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -167,15 +167,19 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
                          validation_goals)
 
 
+def _frame_chunks(data: SequenceDataset, chunk: int) -> Iterator[Tensor]:
+    """Every frame of ``data`` as model input, ``chunk`` sequences at a time: ``(chunk·T, *obs_shape)``."""
+    for i in range(0, len(data), chunk):
+        yield data.observations(slice(i, i + chunk)).flatten(0, 1)
+
+
 @torch.no_grad()
-def encoded_positions(model: torch.nn.Module, data: SequenceDataset, chunk: int = 4096) -> Tensor:
+def encoded_positions(model: torch.nn.Module, data: SequenceDataset, chunk: int = 128) -> Tensor:
     """q(a|x)'s mean for every frame of ``data``: the goals a goal-conditioned policy trains on. Returns ``(N·T, Da)``."""
-    frames = data.obs.flatten(0, 1)
-    return torch.cat([model.encode_position(frames[i:i + chunk]) for i in range(0, len(frames), chunk)])
+    return torch.cat([model.encode_position(frames) for frames in _frame_chunks(data, chunk)])
 
 
 @torch.no_grad()
-def first_frame_beliefs(model: torch.nn.Module, data: SequenceDataset, chunk: int = 4096) -> Tensor:
+def first_frame_beliefs(model: torch.nn.Module, data: SequenceDataset, chunk: int = 128) -> Tensor:
     """The filter's belief mean after one frame, for every frame of ``data``. Returns ``(N·T, Dz)``."""
-    frames = data.obs.flatten(0, 1)
-    return torch.cat([model.filter_step(None, None, frames[i:i + chunk])[0] for i in range(0, len(frames), chunk)])
+    return torch.cat([model.filter_step(None, None, frames)[0] for frames in _frame_chunks(data, chunk)])

@@ -57,16 +57,23 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def kalman_inputs(B: int, T: int, dz: int, da: int, du: int, dtype: torch.dtype = torch.float32
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Random smoother inputs ``a (B, T, Da), u (B, T, Du), H, R, mean0 (B, Dz), cov0 (B, Dz, Dz)``;
+    all but u require gradients, as in training."""
+    a = torch.randn(B, T, da, dtype=dtype, requires_grad=True)
+    u = torch.randn(B, T, du, dtype=dtype)
+    H = (0.5 * torch.randn(da, dz, dtype=dtype)).requires_grad_()
+    R = (0.1 * torch.eye(da, dtype=dtype)).requires_grad_()
+    mean0 = torch.zeros(B, dz, dtype=dtype, requires_grad=True)
+    cov0 = torch.eye(dz, dtype=dtype).expand(B, dz, dz).clone().requires_grad_()
+    return a, u, H, R, mean0, cov0
+
+
 def bench(T: int, args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
-    B, dz, da, du = args.batch, args.dz, args.da, args.du
-    transition = MixtureTransition(dz, du, args.num_bases)
-    a = torch.randn(B, T, da, requires_grad=True)
-    u = torch.randn(B, T, du)
-    H = (0.5 * torch.randn(da, dz)).requires_grad_()
-    R = (0.1 * torch.eye(da)).requires_grad_()
-    mean0 = torch.zeros(B, dz, requires_grad=True)
-    cov0 = torch.eye(dz).expand(B, dz, dz).clone().requires_grad_()
+    transition = MixtureTransition(args.dz, args.du, args.num_bases)
+    a, u, H, R, mean0, cov0 = kalman_inputs(args.batch, T, args.dz, args.da, args.du)
 
     def forward() -> Tensor:
         out = kalman_smoother(a, u, transition, H, R, mean0, cov0)

@@ -68,13 +68,13 @@ def test_observer_matches_the_batched_filter(problem, small_data):
 
     data = load_dataset(small_data, "test")
     model = problem.model
-    frames = (data.obs[0] * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (T, H, W, C) uint8
+    frames = data.obs[0].permute(0, 2, 3, 1).numpy()  # (T, H, W, C) uint8 as stored
     actions = data.actions[0].numpy()
     observer = Observer(model)
     means = [observer.reset(frames[0])]
     means += [observer.step(actions[t - 1], frames[t]) for t in range(1, len(frames))]
     with torch.no_grad():
-        batched = model.posterior(data.obs[:1], data.actions[:1]).filtered_mean[0].numpy()
+        batched = model.posterior(data.observations(slice(0, 1)), data.actions[:1]).filtered_mean[0].numpy()
     np.testing.assert_allclose(np.stack(means), batched, atol=1e-4)
     with pytest.raises(RuntimeError, match="reset"):
         Observer(model).step(actions[0], frames[0])

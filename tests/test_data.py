@@ -6,11 +6,15 @@ from synthetic import write_synthetic_pendulum
 from latentworld.common.data import DatasetError, load_dataset, read_metadata, save_dataset
 
 
-def test_loader_returns_float_images_in_unit_range(tmp_path):
+def test_loader_keeps_uint8_images_and_gives_float_frames_in_unit_range(tmp_path):
     path = write_synthetic_pendulum(tmp_path / "p.npz", n=8, steps=5)
     train, test = load_dataset(path, "train"), load_dataset(path, "test")
     assert train.obs.shape == (6, 5, 1, 16, 16) and test.obs.shape == (2, 5, 1, 16, 16)
-    assert train.obs.dtype == torch.float32 and 0.0 <= train.obs.min() and train.obs.max() == 1.0
+    assert train.obs.dtype == torch.uint8
+    frames = train.observations()
+    assert frames.dtype == torch.float32 and 0.0 <= frames.min() and frames.max() == 1.0
+    torch.testing.assert_close(frames, train.obs.float() / 255, rtol=0, atol=0)
+    torch.testing.assert_close(train.observations(np.s_[1:3, :2]), frames[1:3, :2], rtol=0, atol=0)
     assert train.actions.shape == (6, 5, 1) and train.states.shape == (6, 5, 2)
     assert len(load_dataset(path, "all")) == 8
     assert read_metadata(path)["env_id"] == "synthetic/pendulum"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from envs import make_env, wrap_angle
 from envs.generate import main
@@ -51,7 +52,8 @@ def test_pendulum_format_and_metadata(pendulum_file: Path) -> None:
     test = load_dataset(pendulum_file, "test")
     assert len(train) + len(test) == 4 and len(test) >= 1
     assert train.obs.shape == (len(train), 5, 1, 16, 16)
-    assert 0.0 <= float(train.obs.min()) and float(train.obs.max()) <= 1.0
+    assert train.obs.dtype == torch.uint8
+    assert 0.0 <= float(train.observations().min()) and float(train.observations().max()) <= 1.0
     assert train.actions.shape == (len(train), 5, 1) and train.states.shape == (len(train), 5, 2)
     raw = _arrays(pendulum_file)
     assert raw["obs"].dtype == np.uint8 and raw["states"].dtype == np.float32

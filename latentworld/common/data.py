@@ -11,8 +11,9 @@ One data set is one ``.npz`` file (no pickled objects) holding
 - ``metadata``: a JSON string (env id, seed, action repeat, image size, state names,
   which state columns are angles, package versions, ...).
 
-The loader returns torch tensors ``(B, T, ...)``; images become float ``(B, T, C, H, W)``
-in [0, 1]. Anything wrong with the file raises one :class:`DatasetError` naming the file
+The loader returns torch tensors ``(B, T, ...)``. Images stay uint8 ``(B, T, C, H, W)`` (a
+channels-last view of the stored pixels, a quarter of float32's memory) until
+:meth:`SequenceDataset.observations` turns the frames a batch needs into floats in [0, 1]. Anything wrong with the file raises one :class:`DatasetError` naming the file
 and what is wrong.
 """
 
@@ -42,7 +43,8 @@ class SequenceDataset:
     """One split of a data set as torch tensors.
 
     Attributes:
-        obs: ``(B, T, C, H, W)`` float32 in [0, 1] for images, ``(B, T, Dobs)`` float32 for angles.
+        obs: the frames as stored: ``(B, T, C, H, W)`` uint8 for images (channels-last in memory),
+            ``(B, T, Dobs)`` float32 for angles. Models take :meth:`observations`.
         actions: ``(B, T, Du)`` float32.
         states: ``(B, T, S)`` float32 true physical state.
         metadata: the file's metadata dictionary.
@@ -55,6 +57,14 @@ class SequenceDataset:
 
     def __len__(self) -> int:
         return self.obs.shape[0]
+
+    def observations(self, index: Any = slice(None)) -> torch.Tensor:
+        """The frames ``obs[index]`` as a model takes them: float32, images scaled to [0, 1].
+
+        ``index`` is any tensor index (``np.s_[:, :5]`` for the first five frames of every sequence).
+        """
+        frames = self.obs[index]
+        return frames.float().div_(255.0) if self.is_image else frames
 
     @property
     def is_image(self) -> bool:
@@ -167,10 +177,10 @@ def load_dataset(
         "all": np.arange(arrays["obs"].shape[0]),
     }[split]
     obs = torch.from_numpy(arrays["obs"][index])
-    if metadata["obs_type"] == "image":
-        obs = obs.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    # Images: (B, T, C, H, W) over the stored (B, T, H, W, C) pixels, no copy.
+    obs = obs.permute(0, 1, 4, 2, 3) if metadata["obs_type"] == "image" else obs.float()
     return SequenceDataset(
-        obs=obs.float().contiguous(),
+        obs=obs,
         actions=torch.from_numpy(arrays["actions"][index]).float(),
         states=torch.from_numpy(arrays["states"][index]).float(),
         metadata=metadata,

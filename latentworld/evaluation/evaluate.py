@@ -116,10 +116,11 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, out_dir: str 
     figures = [plot_latent_space(smoothed_means(model, test), test, out / "latent_space.png", model.position_dims)]
     with torch.no_grad():
         shown = slice(0, 4)
-        predicted = {mode: model.predict(test.obs[shown].to(device), test.actions[shown].to(device), mode=mode).cpu()
+        frames = test.observations(shown)
+        predicted = {mode: model.predict(frames.to(device), test.actions[shown].to(device), mode=mode).cpu()
                      for mode in ("smoothed", "filtered")}
     plot = plot_predictions if test.is_image else plot_angle_predictions
-    figures.append(plot(test.obs[shown], predicted, out / "predictions.png"))
+    figures.append(plot(frames, predicted, out / "predictions.png"))
     run_dir = run_dir_of(checkpoint_dir)
     try:
         history = read_history(run_dir) if run_dir is not None else []

@@ -122,7 +122,7 @@ def _chunks(model: StateSpaceModel, data: SequenceDataset, chunk: int) -> Iterat
     """``(obs, actions)`` of ``chunk`` sequences at a time, on the model's device."""
     device = next(model.parameters()).device
     for i in range(0, len(data), chunk):
-        yield data.obs[i:i + chunk].to(device), data.actions[i:i + chunk].to(device)
+        yield data.observations(slice(i, i + chunk)).to(device), data.actions[i:i + chunk].to(device)
 
 
 @torch.no_grad()

@@ -197,7 +197,7 @@ def make_setup(model: str | Path | None, goal: Any = None, reward: str = "pos", 
         train = load_model_data(meta, data_path, "train")
         if initial == "posterior":
             with torch.no_grad():
-                posterior_z1 = net.posterior_initial(train.obs[:, :5], train.actions[:, :5])
+                posterior_z1 = net.posterior_initial(train.observations(np.s_[:, :5]), train.actions[:, :5])
         if goal_conditioned:
             if reward == "vel":
                 raise ConfigError("goal_conditioned mode samples goal positions or states; use reward='pos' or 'state'")

@@ -63,6 +63,8 @@ class KalmanVAEConfig:
     """Observation networks: "image" (MLP, small grayscale), "image_conv" (64×64 RGB) or "vector"."""
     hidden: int = setting(256, low=1)
     """Width of the encoder/decoder hidden layers."""
+    conv_width: int = setting(32, low=1)
+    """For ``obs_kind: image_conv``: channels of the outer conv layers (the inner two have twice as many)."""
     prior: str = setting("vhp", choices=("vhp", "normal"))
     """Initial-state prior: "vhp" (variational hierarchical prior) or "normal" (ablation)."""
     learn_h: bool = False
@@ -101,8 +103,8 @@ class KalmanVAE(StateSpaceModel):
         self.config, self.obs_shape, self.dim_u = config, tuple(obs_shape), dim_u
         dz, da, m = config.dim_z, config.dim_a, config.num_bases
         # (θ, φ): observation networks.
-        self.encoder = Encoder(config.obs_kind, self.obs_shape, da, config.hidden)
-        self.decoder = Decoder(config.obs_kind, self.obs_shape, da, config.hidden)
+        self.encoder = Encoder(config.obs_kind, self.obs_shape, da, config.hidden, config.conv_width)
+        self.decoder = Decoder(config.obs_kind, self.obs_shape, da, config.hidden, config.conv_width)
         # Here, before the base matrices: the order in which parameters are drawn fixes what a seed gives.
         self.build_mixing_network(config)
         # ψ: base matrices, auxiliary-variable model and the filter's initial belief.

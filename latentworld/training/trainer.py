@@ -246,7 +246,7 @@ class Trainer:
         c, group = self.config, self.group
         index = torch.randint(len(self.train_data), (c.batch_size,), generator=self.generator)
         index = index.view(group.world_size, -1)[group.rank]  # this process's shard of the global batch
-        x, u = (self.train_data.obs[index].to(self.device), self.train_data.actions[index].to(self.device))
+        x, u = self.train_data.observations(index).to(self.device), self.train_data.actions[index].to(self.device)
         with batch_shard(group.rank, group.world_size), observation_precision(c.precision):
             terms = self.loss_terms(x, u)
         distortion, rate = terms["distortion"].mean(), terms["rate"].mean()
