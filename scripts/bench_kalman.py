@@ -1,7 +1,11 @@
-"""Time ``kalman_smoother`` forward and forward+backward for several sequence lengths.
+"""Time ``kalman_smoother`` forward and forward+backward for several sequence lengths, beside
+dynamax's (JAX) linear-Gaussian smoother in the same run.
 
-The transition is a small state-dependent one like the EKVAE's: a tiny MLP of the state
-gives softmax weights over M base matrices (F, B) and the noise is a learnt diagonal.
+Two transitions: a linear one (constant F, B, Q: the model dynamax's ``lgssm_smoother`` takes)
+and a neurally linearised one like the EKVAE's (a tiny MLP of the state gives softmax weights
+over M base matrices). dynamax runs jit-compiled, vmapped over the batch, when JAX and dynamax
+are installed (``pip install -e .[bench]``); without them the table shows the dynamax numbers
+recorded in the last report.
 
     python scripts/bench_kalman.py [--out-dir docs/results] [--reps 7]
 
@@ -26,6 +30,21 @@ import torch
 from torch import Tensor, nn
 
 from latentworld.probability.kalman import kalman_smoother
+
+
+class LinearTransition(nn.Module):
+    """Constant ``F``, ``B`` and ``Q = diag(softplus(q))``: a linear-Gaussian model."""
+
+    def __init__(self, dz: int, du: int) -> None:
+        super().__init__()
+        self.F = nn.Parameter(torch.eye(dz) + 0.05 * torch.randn(dz, dz))
+        self.B = nn.Parameter(0.1 * torch.randn(dz, du))
+        self.q = nn.Parameter(torch.full((dz,), -3.0))
+
+    def forward(self, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, (dz, du) = z.shape[0], self.B.shape
+        Q = torch.diag_embed(nn.functional.softplus(self.q))
+        return self.F.expand(b, dz, dz), self.B.expand(b, dz, du), Q.expand(b, dz, dz)
 
 
 class MixtureTransition(nn.Module):
@@ -70,24 +89,113 @@ def kalman_inputs(B: int, T: int, dz: int, da: int, du: int, dtype: torch.dtype 
     return a, u, H, R, mean0, cov0
 
 
-def bench(T: int, args: argparse.Namespace) -> dict[str, float]:
-    torch.manual_seed(0)
-    transition = MixtureTransition(args.dz, args.du, args.num_bases)
-    a, u, H, R, mean0, cov0 = kalman_inputs(args.batch, T, args.dz, args.da, args.du)
+def torch_timing(transition: nn.Module, inputs: tuple[Tensor, ...], reps: int, warmup: int, parallel: bool = False
+                 ) -> tuple[float, float, Tensor]:
+    """Median ms of the smoother forward (building the graph, as in training) and forward+backward,
+    and the smoothed means ``(B, T, Dz)`` on the CPU; ``parallel`` runs its parallel-in-time form."""
+    def sync() -> None:
+        if inputs[0].is_cuda:
+            torch.cuda.synchronize()
 
     def forward() -> Tensor:
-        out = kalman_smoother(a, u, transition, H, R, mean0, cov0)
+        out = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], parallel=parallel)
         return out.smoothed_mean.sum() + out.log_likelihood.sum()
 
-    fwd = median_ms(forward, args.reps, args.warmup)
-    fwd_bwd = median_ms(lambda: forward().backward(), args.reps, args.warmup)
-    return {
-        "T": T,
-        "forward_ms": round(fwd, 3),
-        "forward_backward_ms": round(fwd_bwd, 3),
-        "forward_ms_per_step": round(fwd / T, 4),
-        "forward_backward_ms_per_step": round(fwd_bwd / T, 4),
-    }
+    def forward_backward() -> None:
+        forward().backward()
+        sync()
+
+    with torch.no_grad():
+        means = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], parallel=parallel).smoothed_mean
+    return (median_ms(lambda: (forward(), sync()), reps, warmup), median_ms(forward_backward, reps, warmup),
+            means.cpu())
+
+
+def dynamax_timing(transition: LinearTransition, inputs: tuple[Tensor, ...], reps: int, warmup: int
+                   ) -> tuple[float, float, Tensor]:
+    """The same for dynamax's ``lgssm_smoother`` (jit, vmapped over the batch); the gradient is taken
+    with respect to the observations, F, B, Q, H and R."""
+    import jax
+    import jax.numpy as jnp
+    from dynamax.linear_gaussian_ssm.inference import (
+        ParamsLGSSM,
+        ParamsLGSSMDynamics,
+        ParamsLGSSMEmissions,
+        ParamsLGSSMInitial,
+        lgssm_smoother,
+    )
+
+    def numpy(x: Tensor) -> jnp.ndarray:
+        return jnp.asarray(x.detach().numpy())
+
+    a, u, H, R, mean0, cov0 = map(numpy, inputs)
+    # dynamax's z_{t+1} depends on inputs[t+1], ours on u[:, t]: shift the actions one step later.
+    u = jnp.concatenate([jnp.zeros_like(u[:, :1]), u[:, :-1]], axis=1)
+    F, Bm = numpy(transition.F), numpy(transition.B)
+    Q = numpy(torch.diag(nn.functional.softplus(transition.q)))
+    dz, da, du = F.shape[0], H.shape[0], Bm.shape[1]
+
+    def smooth(a, F, Bm, Q, H, R):
+        def one(a_b, u_b, m0, P0):
+            params = ParamsLGSSM(
+                initial=ParamsLGSSMInitial(m0, P0),
+                dynamics=ParamsLGSSMDynamics(F, jnp.zeros(dz), Bm, Q),
+                emissions=ParamsLGSSMEmissions(H, jnp.zeros(da), jnp.zeros((da, du)), R))
+            post = lgssm_smoother(params, a_b, u_b)
+            return post.smoothed_means, post.marginal_loglik
+        return jax.vmap(one)(a, u, mean0, cov0)
+
+    def objective(*args):
+        means, log_lik = smooth(*args)
+        return means.sum() + log_lik.sum()
+
+    forward = jax.jit(smooth)
+    gradient = jax.jit(jax.grad(objective, argnums=tuple(range(6))))
+    args = (a, F, Bm, Q, H, R)
+    fwd = median_ms(lambda: jax.block_until_ready(forward(*args)), reps, warmup)
+    fwd_bwd = median_ms(lambda: jax.block_until_ready(gradient(*args)), reps, warmup)
+    return fwd, fwd_bwd, torch.from_numpy(jax.device_get(forward(*args)[0]).copy())
+
+
+def dynamax_available() -> bool:
+    try:
+        import dynamax  # noqa: F401
+        import jax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bench(T: int, args: argparse.Namespace, with_dynamax: bool) -> dict[str, float]:
+    """One row: ours (linear, neurally linearised) and, if installed, dynamax (linear) at length T."""
+    torch.manual_seed(0)
+    inputs = kalman_inputs(args.batch, T, args.dz, args.da, args.du)
+    linear = LinearTransition(args.dz, args.du)
+    mixture = MixtureTransition(args.dz, args.du, args.num_bases)
+    moved = tuple(x.detach().to(args.device).requires_grad_(x.requires_grad) for x in inputs)
+    row: dict[str, float] = {"T": T}
+    row["linear_forward_ms"], row["linear_forward_backward_ms"], ours = torch_timing(
+        linear.to(args.device), moved, args.reps, args.warmup)
+    row["linear_parallel_forward_ms"], row["linear_parallel_forward_backward_ms"], _ = torch_timing(
+        linear, moved, args.reps, args.warmup, parallel=True)
+    row["ekvae_forward_ms"], row["ekvae_forward_backward_ms"], _ = torch_timing(
+        mixture.to(args.device), moved, args.reps, args.warmup)
+    linear.cpu()
+    if with_dynamax:
+        row["dynamax_forward_ms"], row["dynamax_forward_backward_ms"], theirs = dynamax_timing(
+            linear, inputs, args.reps, args.warmup)
+        row["max_abs_diff_smoothed_mean_vs_dynamax"] = float((ours - theirs).abs().max())
+    return {key: round(value, 3) if key != "max_abs_diff_smoothed_mean_vs_dynamax" else value
+            for key, value in row.items()}
+
+
+def recorded_dynamax(path: Path) -> dict[int, dict[str, float]]:
+    """dynamax's rows from an earlier report (``{T: row}``), for a machine without JAX."""
+    if not path.exists():
+        return {}
+    report = json.loads(path.read_text())
+    return {row["T"]: {k: v for k, v in row.items() if k.startswith("dynamax")}
+            for row in report.get("results", []) if "dynamax_forward_ms" in row}
 
 
 def main() -> None:
@@ -102,24 +210,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="torch device of our smoother (default cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # Other processes on the same cores inflate the timings; the load is recorded beside them.
     load_before = os.getloadavg()[0]
+    on_cpu = torch.device(args.device).type == "cpu"
+    stem = "kalman_timing" if on_cpu else f"kalman_timing_{torch.device(args.device).type}"
+    with_dynamax = dynamax_available() and on_cpu  # dynamax's numbers are the CPU's
+    recorded = {} if with_dynamax or not on_cpu else recorded_dynamax(args.out_dir / f"{stem}.json")
 
-    rows = [bench(T, args) for T in args.lengths]
-    for row in rows:
-        print(row)
-    first, last = rows[0], rows[-1]
-    ratios = {
-        key: round(last[key] / first[key], 3)
-        for key in ("forward_ms_per_step", "forward_backward_ms_per_step")
-    }
+    rows = []
+    for T in args.lengths:
+        rows.append(bench(T, args, with_dynamax) | recorded.get(T, {}))
+        print(rows[-1], flush=True)
     command = shlex.join(["python", "scripts/bench_kalman.py", *sys.argv[1:]])
     report = {
         "command": command,
         "config": {k: v for k, v in vars(args).items() if k != "out_dir"} | {"dtype": "float32"},
         "torch": torch.__version__,
+        "device": args.device if on_cpu else torch.cuda.get_device_name(torch.device(args.device)),
+        "dynamax": "measured in this run" if with_dynamax else "recorded in an earlier run" if recorded else None,
         "threads": torch.get_num_threads(),
         "machine": {
             "platform": platform.platform(),
@@ -130,47 +241,55 @@ def main() -> None:
             "load_average_1min_before": round(load_before, 2),
         },
         "results": rows,
-        f"per_step_ratio_T{last['T']}_vs_T{first['T']}": ratios,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "kalman_timing.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    ratio = ratios["forward_backward_ms_per_step"]
-    verdict = "linear in T" if 0.75 <= ratio <= 1.33 else "NOT linear in T"
+    def ratio(row: dict[str, float], ours: str, theirs: str) -> str:
+        return f"{row[ours] / row[theirs]:.1f}x" if theirs in row else "n/a"
+
+    source = "measured in this run" if with_dynamax else (
+        "recorded in an earlier run (JAX not installed here)" if recorded else "not run (CPU only)")
     lines = [
         "# Kalman smoother timing",
         "",
         (
             f"`kalman_smoother` (filter + RTS smoother), float32, B={args.batch}, Dz={args.dz}, "
-            f"Da={args.da}, Du={args.du}, state-dependent transition (MLP -> softmax over "
-            f"{args.num_bases} base matrices). Median of {args.reps} runs after {args.warmup} warm-up "
-            "runs; forward builds the autograd graph (as in training), forward+backward adds "
-            "`(smoothed_mean.sum() + log_likelihood.sum()).backward()`."
+            f"Da={args.da}, Du={args.du}. *Linear*: constant F, B, Q. *EKVAE*: neurally linearised "
+            f"(MLP of the state -> softmax over {args.num_bases} base matrices). Median of {args.reps} "
+            f"runs after {args.warmup} warm-up runs; forward builds the autograd graph (as in training), "
+            "forward+backward adds `(smoothed_mean.sum() + log_likelihood.sum()).backward()`. "
+            f"dynamax: `lgssm_smoother` on the linear model, jit-compiled, vmapped over the batch, "
+            f"its gradient by `jax.grad` of the same sum, {source}. *Parallel*: our parallel-in-time form "
+            "(`parallel=True`, associative scans) on the linear model."
         ),
         "",
         (
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.platform()}, "
+            f"torch {torch.__version__} on {report['device']}, {torch.get_num_threads()} CPU threads, "
+            f"{platform.platform()}, "
             f"{os.cpu_count()} CPUs, 1-minute load average {load_before:.2f} before the run."
         ),
         "",
-        "| T | forward (ms) | fwd+bwd (ms) | forward per step (ms) | fwd+bwd per step (ms) |",
-        "|---:|---:|---:|---:|---:|",
+        ("| T | linear fwd (ms) | dynamax fwd (ms) | ours / dynamax | linear fwd+bwd (ms) | dynamax grad (ms) "
+        "| ours / dynamax | parallel fwd (ms) | parallel fwd+bwd (ms) | EKVAE fwd (ms) | EKVAE fwd+bwd (ms) |"),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {r['T']} | {r['forward_ms']:.2f} | {r['forward_backward_ms']:.2f} | "
-            f"{r['forward_ms_per_step']:.3f} | {r['forward_backward_ms_per_step']:.3f} |"
+            f"| {r['T']} | {r['linear_forward_ms']:.2f} | {r.get('dynamax_forward_ms', float('nan')):.2f} | "
+            f"{ratio(r, 'linear_forward_ms', 'dynamax_forward_ms')} | {r['linear_forward_backward_ms']:.2f} | "
+            f"{r.get('dynamax_forward_backward_ms', float('nan')):.2f} | "
+            f"{ratio(r, 'linear_forward_backward_ms', 'dynamax_forward_backward_ms')} | "
+            f"{r['linear_parallel_forward_ms']:.2f} | {r['linear_parallel_forward_backward_ms']:.2f} | "
+            f"{r['ekvae_forward_ms']:.2f} | {r['ekvae_forward_backward_ms']:.2f} |"
             for r in rows
         ),
         "",
-        (
-            f"Per-step time at T={last['T']} vs T={first['T']}: "
-            f"forward x{ratios['forward_ms_per_step']:.2f}, fwd+bwd x{ratio:.2f}, so the cost is {verdict}."
-        ),
-        "",
+        *([(f"Largest difference of our smoothed means from dynamax's: "
+           f"{max(r['max_abs_diff_smoothed_mean_vs_dynamax'] for r in rows):.1e}."), ""] if with_dynamax else []),
         f"Produced by: `{command}`",
         "",
     ]
-    (args.out_dir / "kalman_timing.md").write_text("\n".join(lines))
-    print(f"wrote {args.out_dir / 'kalman_timing.json'} and {args.out_dir / 'kalman_timing.md'}")
+    (args.out_dir / f"{stem}.md").write_text("\n".join(lines))
+    print(f"wrote {args.out_dir / stem}.json and .md")
 
 
 if __name__ == "__main__":

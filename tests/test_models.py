@@ -127,3 +127,27 @@ def test_bfloat16_observation_networks_give_nearly_the_float32_loss_and_every_gr
     assert abs(difference) < 1e-2 * abs(float(losses["float32"].detach()))
     losses["bfloat16"].backward()
     assert all(p.grad is not None and p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind", ["ekvae", "kvae"])
+def test_the_parallel_smoother_is_used_only_where_the_transition_ignores_z(kind):
+    import torch
+
+    from latentworld.probability.kalman import kalman_smoother
+
+    settings, obs_shape, dim_u = VARIANTS[kind][0]
+    torch.manual_seed(0)
+    model = MODELS[kind](MODELS[kind].config_class(**settings), obs_shape, dim_u)
+    a, u = torch.randn(3, 7, model.config.dim_a), torch.rand(3, 7, dim_u) * 2 - 1
+    v = model.transition_inputs(a, u).flatten(0, 1)
+    z = torch.randn(len(v), model.config.dim_z)
+    ignores_z = all(torch.equal(x, y) for x, y in zip(model.transition(z, v), model.transition(torch.zeros_like(z), v)))
+    assert ignores_z == model.linear_given_inputs
+    if model.linear_given_inputs:  # then both forms of the smoother give the same posterior
+        v = model.transition_inputs(a, u)
+        mean0, cov0 = model.initial_belief(3)
+        with torch.no_grad():
+            results = [kalman_smoother(a, v, model.transition, model.H, model.R, mean0, cov0, parallel=parallel)
+                       for parallel in (False, True)]
+        torch.testing.assert_close(results[1].smoothed_mean, results[0].smoothed_mean, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(results[1].log_likelihood, results[0].log_likelihood, rtol=1e-4, atol=1e-3)

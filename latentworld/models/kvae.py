@@ -49,6 +49,7 @@ class KVAE(KalmanVAE):
     kind = "kvae"
     config_class = KVAEConfig
     markovian = False
+    linear_given_inputs = True
 
     def build_mixing_network(self, config: KVAEConfig) -> None:
         """The LSTM over a_{1:t} and its linear read-out W to M logits."""

@@ -181,6 +181,30 @@ def kalman_filter_step(
     return mean, cov
 
 
+def _smoothing_offsets(filtered_mean: Tensor, filtered_cov: Tensor, pred_mean: Tensor, pred_cov: Tensor,
+                       F: Tensor, Q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The parts of every RTS step that do not depend on the smoothed belief, for all t at once:
+
+    - gain ``G_t = P_t F_t^T P_{t+1|t}^{-1}``;
+    - so that ``m^s_t = G_t m^s_{t+1} + o_t`` and ``P^s_t = G_t P^s_{t+1} G_t^T + c_t``, the offsets
+      ``o_t = m_t - G_t m_{t+1|t}`` and ``c_t = Cov(z_t | z_{t+1}, a_{1:t})``, the latter in Joseph form
+      ``(I - G F) P (I - G F)^T + G Q G^T``: a sum of PSD terms rather than the cancellation-prone
+      ``P_t - G_t P_{t+1|t} G_t^T``.
+
+    Args: filtered_mean ``(B, T, Dz)``, filtered_cov ``(B, T, Dz, Dz)``, pred_mean ``(B, T-1, Dz)`` and
+    pred_cov ``(B, T-1, Dz, Dz)`` (of z_{t+1} given a_{1:t}), F and Q ``(B, T-1, Dz, Dz)``.
+
+    Returns: G ``(B, T-1, Dz, Dz)``, o ``(B, T-1, Dz, 1)``, c ``(B, T-1, Dz, Dz)``.
+    """
+    P = filtered_cov[:, :-1]
+    gain_t = torch.cholesky_solve(F @ P, torch.linalg.cholesky(pred_cov))  # G^T
+    gain = gain_t.mT
+    a_mat = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device) - gain @ F
+    offsets_cov = a_mat @ P @ a_mat.mT + gain @ Q @ gain_t
+    offsets_mean = filtered_mean[:, :-1].unsqueeze(-1) - gain @ pred_mean.unsqueeze(-1)
+    return gain, offsets_mean, offsets_cov
+
+
 def _check_shape(name: str, x: Tensor, labels: str, dims: dict[str, int], dtype: torch.dtype) -> None:
     names = labels.split()
     expected = tuple(dims.get(n) for n in names)
@@ -201,11 +225,17 @@ def kalman_smoother(
     cov0: Tensor,
     *,
     jitter: float | None = None,
+    parallel: bool = False,
 ) -> KalmanResult:
     """Kalman filter forward, RTS smoother backward, with neural linearisation.
 
     The transition is called once per forward step, at the filtered mean ``m_{t|t}`` and
     ``u_t``; the backward pass reuses those matrices.
+
+    With ``parallel=True``, for a transition that does not read z (a linear system, the KVAE): the
+    transition is called once for all steps and both passes run as associative scans in
+    ``ceil(log2 T)`` rounds (:mod:`latentworld.probability.parallel_kalman`); the result is the same
+    up to rounding, much faster for long sequences.
 
     Args:
         a: ``(B, T, Da)`` pseudo-observations.
@@ -216,6 +246,7 @@ def kalman_smoother(
         mean0: ``(B, Dz)`` prior mean of ``z_1`` (the first step is an update only).
         cov0: ``(B, Dz, Dz)`` prior covariance of ``z_1``.
         jitter: see :func:`kalman_update`.
+        parallel: run the parallel-in-time form (only for a transition that ignores z).
 
     Returns:
         A :class:`KalmanResult` in the dtype of ``a``.
@@ -238,6 +269,12 @@ def kalman_smoother(
         _check_shape(name, x, labels, dims, a.dtype)
 
     R = _jittered(R, jitter)
+    if parallel:
+        from latentworld.probability.parallel_kalman import (
+            parallel_kalman_smoother,  # it builds on this module
+        )
+
+        return parallel_kalman_smoother(a, u, transition, H, R, mean0, cov0)
     a_steps, u_steps = a.unbind(1), u.unbind(1)
     T = len(a_steps)
     means, covs, innovations, chols, pred_means, pred_covs, Fs, Qs = [], [], [], [], [], [], [], []
@@ -261,20 +298,11 @@ def kalman_smoother(
         return KalmanResult(filtered_mean, filtered_cov, filtered_mean, filtered_cov, log_likelihood)
 
     # Everything in the RTS step that does not depend on the smoothed belief is computed for
-    # all t at once, leaving two matrix products and two additions per step in the loop:
-    #   gain       G_t = P_t F_t^T P_{t+1|t}^{-1}
-    #   smoothed   m^s_t = G_t m^s_{t+1} + (m_t - G_t m_{t+1|t})
-    #              P^s_t = G_t P^s_{t+1} G_t^T + c_t,
-    # with c_t = Cov(z_t | z_{t+1}, a_{1:t}) in Joseph form (I - G F) P (I - G F)^T + G Q G^T,
-    # a sum of PSD terms rather than the cancellation-prone P_t - G_t P_{t+1|t} G_t^T.
-    F, Q = torch.stack(Fs, 1), torch.stack(Qs, 1)  # (B, T-1, Dz, Dz)
-    P = filtered_cov[:, :-1]
-    gain_t = torch.cholesky_solve(F @ P, torch.linalg.cholesky(torch.stack(pred_covs, 1)))  # G^T
-    gain = gain_t.mT
-    a_mat = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device) - gain @ F
-    offsets_cov = a_mat @ P @ a_mat.mT + gain @ Q @ gain_t
-    offsets_mean = filtered_mean[:, :-1].unsqueeze(-1) - gain @ torch.stack(pred_means, 1).unsqueeze(-1)
-
+    # all t at once (_smoothing_offsets), leaving two matrix products and two additions per step.
+    gain, offsets_mean, offsets_cov = _smoothing_offsets(
+        filtered_mean, filtered_cov, torch.stack(pred_means, 1), torch.stack(pred_covs, 1), torch.stack(Fs, 1),
+        torch.stack(Qs, 1))
+    gain_t = gain.mT
     gains, gains_t = gain.unbind(1), gain_t.unbind(1)
     c_cov, c_mean = offsets_cov.unbind(1), offsets_mean.unbind(1)
     mean, cov = filtered_mean[:, -1].unsqueeze(-1), filtered_cov[:, -1]
