@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.profiler import record_function
 
 from latentworld.common.errors import ConfigError
 from latentworld.common.settings import check_settings, setting
@@ -255,13 +256,16 @@ class KalmanVAE(StateSpaceModel):
         the batch mean per time step and observed dimension, what REWO's D0 bounds).
         """
         batch, steps = x.shape[:2]
-        mean_a, logvar_a = self.encode(x)
+        with record_function("encoder"):  # the named ranges show in a profile (scripts/bench_training_speed.py)
+            mean_a, logvar_a = self.encode(x)
         a = mean_a + batch_noise(mean_a) * (0.5 * logvar_a).exp()
-        log_px = self.decoder.log_prob(x.reshape(batch * steps, *self.obs_shape), a.reshape(batch * steps, -1))
+        with record_function("decoder"):
+            log_px = self.decoder.log_prob(x.reshape(batch * steps, *self.obs_shape), a.reshape(batch * steps, -1))
         distortion = -log_px.reshape(batch, steps).sum(1)
 
         v = self.transition_inputs(a, u)
-        result = self.infer(a, v)
+        with record_function("kalman smoother"):
+            result = self.infer(a, v)
         smoothing = self.config.inference == "smoother"
         post_mean = result.smoothed_mean if smoothing else result.filtered_mean
         post_cov = result.smoothed_cov if smoothing else result.filtered_cov

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -247,7 +248,7 @@ class Trainer:
         index = torch.randint(len(self.train_data), (c.batch_size,), generator=self.generator)
         index = index.view(group.world_size, -1)[group.rank]  # this process's shard of the global batch
         x, u = self.train_data.observations(index).to(self.device), self.train_data.actions[index].to(self.device)
-        with batch_shard(group.rank, group.world_size), observation_precision(c.precision):
+        with batch_shard(group.rank, group.world_size), observation_precision(c.precision), record_function("forward"):
             terms = self.loss_terms(x, u)
         distortion, rate = terms["distortion"].mean(), terms["rate"].mean()
         # Global-batch means (equal shards), so REWO's λ and D0 agree across processes.
@@ -257,14 +258,16 @@ class Trainer:
         d0_total = (self.schedule.d0 or 0.0) * self.train_data.obs[0].numel()  # per-dim D0 → per sequence
         loss = weights.rate * rate + weights.distortion * (distortion - d0_total)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with record_function("backward"):
+            loss.backward()
         if self.schedule.initial_phase:  # REWO: only (θ, φ) move before the constraint first holds
             for parameter in self.model.dynamics_parameters():
                 parameter.grad = None
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate()
-        self.optimizer.step()
+        with record_function("optimizer"):
+            self.optimizer.step()
         self.step += 1
         s = c.schedule
         if isinstance(self.schedule, Rewo) and self.schedule.d0 is None and self.step >= s.calibration_steps:
