@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -38,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_jobs import CpuLedger, run_child, run_jobs
+from ship_reacher import ship
 
 from latentworld.common.data import load_dataset
 from latentworld.common.fileio import atomic_write_bytes
@@ -45,18 +44,13 @@ from latentworld.evaluation.evaluate import EVAL_FILE, format_table
 from latentworld.evaluation.metrics import PAPER_TABLE_1B
 from latentworld.experiment.checkpoint import (
     CHECKPOINT_DIR,
-    CONFIG_FILE,
     META_FILE,
-    MODEL_FILE,
-    PRETRAINED_DIR,
 )
-from latentworld.latent_envs.latent_env import DEFAULT_GOAL_FILES
 
 PRESET = "configs/reacher_angles_ekvae.yaml"
 REAL_SEEDS = list(range(5000, 5020))
 TARGET_R2, TARGET_RETURN = 0.98, 900.0
 SHIPPED_NAME = "reacher_angles_ekvae"
-DEFAULT_GOAL_POINT = (0.0, 0.15)  # the shipped env's fixed goal: the arm reaching 15 cm straight up (+y)
 R2_KEYS = ("r2_shoulder_angle", "r2_wrist_angle", "r2_raw_wrist_angle", "r2_shoulder_velocity", "r2_wrist_velocity")
 
 
@@ -194,34 +188,6 @@ def write_results(sizes: dict[str, dict], args: argparse.Namespace, cpu_seconds:
     print(text)
 
 
-def ship(run_dir: Path, command: str) -> Path:
-    """Copy the checkpoint into the package with ``goal.npy``: the joint-angle observation of the arm
-    reaching :data:`DEFAULT_GOAL_POINT` (the elbow solution nearest the arm stretched along +x)."""
-    from agents.tasks import pose_observation
-    from envs import RealEnv
-    from envs.reacher_kinematics import TwoLinkArm
-
-    destination = PRETRAINED_DIR / SHIPPED_NAME
-    destination.mkdir(parents=True, exist_ok=True)
-    checkpoint = run_dir / CHECKPOINT_DIR
-    shutil.copy2(checkpoint / MODEL_FILE, destination / MODEL_FILE)
-    shutil.copy2(run_dir / "eval" / EVAL_FILE, destination / EVAL_FILE)
-    # Its data set is the benchmark's; a user's is the default path (same design, data seed 0).
-    config = re.sub(r"(?m)^data: .*$", "data: data/reacher_angles.npz", (checkpoint / CONFIG_FILE).read_text())
-    (destination / CONFIG_FILE).write_text(config)
-    meta = json.loads((checkpoint / META_FILE).read_text())
-    meta["sha256"][CONFIG_FILE] = hashlib.sha256(config.encode()).hexdigest()
-    meta["produced_by"] = command
-    (destination / META_FILE).write_text(json.dumps(meta, indent=2))
-    env = RealEnv("reacher_angles")
-    try:
-        angles = TwoLinkArm.of(env).nearest_solution(np.array(DEFAULT_GOAL_POINT), np.zeros(2))
-        np.save(destination / DEFAULT_GOAL_FILES[1], pose_observation(env, angles))
-    finally:
-        env.close()
-    return destination
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="model seeds (default 1 2 3)")
@@ -258,7 +224,7 @@ def main() -> int:
     if (first / "reach_jomega" / "real_eval" / "episode.gif").exists():
         shutil.copy2(first / "reach_jomega" / "real_eval" / "episode.gif", args.out_dir / "reacher_angles_episode.gif")
     if args.ship:
-        print(f"[bench] shipped {first} -> {ship(first, 'python scripts/bench_reacher.py --ship')}")
+        print(f"[bench] shipped {first} -> {ship(first, 'reacher_angles', 'python scripts/bench_reacher.py --ship')}")
     for failure in failures:
         print(f"[bench] FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
