@@ -114,3 +114,28 @@ def test_reach_policy_trains_on_per_rollout_goals_saves_and_acts_in_the_real_rea
     observation = torch.cat([problem.validation_starts[0], problem.validation_goals[0]]).numpy()
     action = planner.act(observation)
     assert action.shape == (2,) and torch.equal(planner.goal, problem.validation_goals[0])
+
+
+def test_an_rgb_model_trains_from_uint8_frames_and_its_reach_policy_acts_in_the_real_reacher(tmp_path):
+    from agents.evaluate import evaluate_policy_dir
+    from agents.problem import make_problem
+    from agents.training import train_policy
+    from envs.generate import main as generate
+    from latentworld.common.data import load_dataset
+    from latentworld.experiment.config import load_config
+    from latentworld.training.trainer import Trainer
+
+    data = tmp_path / "reacher_rgb.npz"
+    assert generate(["reacher_rgb", "--out", str(data), "--n-sequences", "8", "--seq-len", "6", "--no-picture"]) == 0
+    frames = load_dataset(data).obs
+    assert frames.dtype == torch.uint8 and frames.shape[2:] == (3, 64, 64)
+    config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "model.obs_kind=image_conv",
+                                                "model.conv_width=4", "model.dim_z=6", "model.dim_a=4",
+                                                "precision=bfloat16", "steps=8", "schedule.calibration_steps=4"])
+    Trainer(config, tmp_path / "run").fit(progress=False)
+    problem = make_problem(str(tmp_path / "run"), make_task("reach", env_name="reacher_rgb"), validation_size=4)
+    assert problem.goals.shape[1] == 4
+    settings = ["iterations=2", "batch_size=4", "horizon=3", "validate_every=1", "validation_horizon=3"]
+    train_policy("jomega", problem, tmp_path / "policy", settings, progress=False)
+    report = evaluate_policy_dir(tmp_path / "policy", [3], tmp_path / "eval", with_baselines=False, progress=False)
+    assert report["results"][0]["physics_steps"] == 1000 and 0 <= report["results"][0]["returns"][0] <= 1000
