@@ -64,3 +64,21 @@ def test_latent_reacher_works_with_no_arguments_and_goal_conditioned(reacher_dat
     assert obs.shape == (10,) and info["goal"].shape == (4,)
     _, reward, *_ = conditioned.step(conditioned.action_space.sample())
     assert reward <= 0
+
+
+def test_shipped_rgb_reacher_model_scores_its_recorded_r2_on_fresh_frames_and_backs_the_env(tmp_path):
+    from envs.generate import main as generate
+
+    data = tmp_path / "reacher_rgb.npz"
+    assert generate(["reacher_rgb", "--out", str(data), "--n-sequences", "100", "--seed", "7", "--no-picture",
+                     "--workers", "2"]) == 0
+    run = PRETRAINED_DIR / "reacher_rgb_ekvae"
+    assert "reacher_rgb_ekvae.yaml" in json.loads((run / "meta.json").read_text())["produced_by"]
+    model, _, _ = load_model("reacher_rgb_ekvae", expect_kind="ekvae")
+    metrics = evaluate_model(model, load_dataset(data, "train"), load_dataset(data, "test"))
+    shipped = json.loads((run / "eval.json").read_text())["metrics"]
+    for name in ("shoulder_angle", "knn_shoulder_angle"):  # the wrist scores need more than 100 sequences
+        assert metrics[f"r2_{name}"] == pytest.approx(shipped[f"r2_{name}"], abs=0.05), name
+    env = gym.make("LatentReacher-v0", model="reacher_rgb_ekvae")  # its goal.png: the arm reaching straight up
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (6,)
