@@ -182,7 +182,7 @@ def kalman_filter_step(
 
 
 def _smoothing_offsets(filtered_mean: Tensor, filtered_cov: Tensor, pred_mean: Tensor, pred_cov: Tensor,
-                       F: Tensor, Q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                       F: Tensor, Q: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The parts of every RTS step that do not depend on the smoothed belief, for all t at once:
 
     - gain ``G_t = P_t F_t^T P_{t+1|t}^{-1}``;
@@ -194,7 +194,8 @@ def _smoothing_offsets(filtered_mean: Tensor, filtered_cov: Tensor, pred_mean: T
     Args: filtered_mean ``(B, T, Dz)``, filtered_cov ``(B, T, Dz, Dz)``, pred_mean ``(B, T-1, Dz)`` and
     pred_cov ``(B, T-1, Dz, Dz)`` (of z_{t+1} given a_{1:t}), F and Q ``(B, T-1, Dz, Dz)``.
 
-    Returns: G ``(B, T-1, Dz, Dz)``, o ``(B, T-1, Dz, 1)``, c ``(B, T-1, Dz, Dz)``.
+    Returns: G and its transpose ``(B, T-1, Dz, Dz)`` (both, so the smoother's loop reuses the very
+    tensors the offsets were built from), o ``(B, T-1, Dz, 1)``, c ``(B, T-1, Dz, Dz)``.
     """
     P = filtered_cov[:, :-1]
     gain_t = torch.cholesky_solve(F @ P, torch.linalg.cholesky(pred_cov))  # G^T
@@ -202,7 +203,7 @@ def _smoothing_offsets(filtered_mean: Tensor, filtered_cov: Tensor, pred_mean: T
     a_mat = torch.eye(F.shape[-1], dtype=F.dtype, device=F.device) - gain @ F
     offsets_cov = a_mat @ P @ a_mat.mT + gain @ Q @ gain_t
     offsets_mean = filtered_mean[:, :-1].unsqueeze(-1) - gain @ pred_mean.unsqueeze(-1)
-    return gain, offsets_mean, offsets_cov
+    return gain, gain_t, offsets_mean, offsets_cov
 
 
 def _check_shape(name: str, x: Tensor, labels: str, dims: dict[str, int], dtype: torch.dtype) -> None:
@@ -299,10 +300,9 @@ def kalman_smoother(
 
     # Everything in the RTS step that does not depend on the smoothed belief is computed for
     # all t at once (_smoothing_offsets), leaving two matrix products and two additions per step.
-    gain, offsets_mean, offsets_cov = _smoothing_offsets(
+    gain, gain_t, offsets_mean, offsets_cov = _smoothing_offsets(
         filtered_mean, filtered_cov, torch.stack(pred_means, 1), torch.stack(pred_covs, 1), torch.stack(Fs, 1),
         torch.stack(Qs, 1))
-    gain_t = gain.mT
     gains, gains_t = gain.unbind(1), gain_t.unbind(1)
     c_cov, c_mean = offsets_cov.unbind(1), offsets_mean.unbind(1)
     mean, cov = filtered_mean[:, -1].unsqueeze(-1), filtered_cov[:, -1]

@@ -156,7 +156,7 @@ def parallel_kalman_smoother(a: Tensor, u: Tensor, transition: Transition, H: Te
     innovation = (a - prior_mean @ H.mT).unsqueeze(-1)
     log_likelihood = _innovation_log_lik(innovation, chol).sum(-1)
 
-    gain, offsets_mean, offsets_cov = _smoothing_offsets(filtered_mean, filtered_cov, pred_mean, pred_cov, F, Q)
+    gain, _, offsets_mean, offsets_cov = _smoothing_offsets(filtered_mean, filtered_cov, pred_mean, pred_cov, F, Q)
     last = (torch.zeros_like(filtered_cov[:, -1:]), filtered_mean[:, -1:].unsqueeze(-1), filtered_cov[:, -1:])
     elements = tuple(torch.cat([x, y], 1) for x, y in zip((gain, offsets_mean, offsets_cov), last))
     _, smoothed_mean, smoothed_cov = _prefix_scan(elements, _combine_smoother, reverse=True)
