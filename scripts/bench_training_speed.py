@@ -42,17 +42,34 @@ FORWARD_PARTS = ("encoder", "decoder", "kalman smoother")
 PHASES = ("forward", "backward", "optimizer")
 
 
+def warmed_trainer(config: str, settings: list[str], threads: int, device: str, run_dir: Path) -> Trainer:
+    """A Trainer of ``config`` past REWO's initial phase (2 calibration steps) and 3 warm-up steps."""
+    trainer = Trainer(load_config(config, [*settings, f"threads={threads}", "schedule.calibration_steps=2",
+                                           f"device={device}"]), run_dir)
+    for _ in range(3):
+        trainer.train_step()
+    return trainer
+
+
+def ms_per_step(trainer: Trainer, steps: int) -> float:
+    """Wall-clock ms per training step over ``steps`` steps (waiting for a GPU to finish)."""
+    def sync() -> None:
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    sync()
+    return 1e3 * (time.perf_counter() - start) / steps
+
+
 def profile_row(config: str, settings: list[str], steps: int, threads: int) -> dict[str, float]:
     """ms per step in total and in each named range, for ``steps`` profiled steps."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(load_config(config, [*settings, f"threads={threads}", "schedule.calibration_steps=2",
-                                               "device=cpu"]), Path(tmp) / "run")
-        for _ in range(3):
-            trainer.train_step()
-        start = time.perf_counter()  # timed without the profiler, whose own cost per op is not small
-        for _ in range(steps):
-            trainer.train_step()
-        total = 1e3 * (time.perf_counter() - start) / steps
+        trainer = warmed_trainer(config, settings, threads, "cpu", Path(tmp) / "run")
+        total = ms_per_step(trainer, steps)  # timed without the profiler, whose own cost per op is not small
         with profile() as prof:
             for _ in range(steps):
                 trainer.train_step()

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from bench_kalman import MixtureTransition, kalman_inputs, median_ms
+from bench_training_speed import ms_per_step, warmed_trainer
 
 from latentworld.evaluation.metrics import r2_scores, smoothed_means
 from latentworld.experiment.checkpoint import load_model, load_model_data
@@ -40,7 +41,7 @@ from latentworld.experiment.config import load_config
 from latentworld.probability.kalman import kalman_smoother
 from latentworld.training.trainer import Trainer
 
-SPEED_STEPS = 30  # timed training steps per speed row, after 5 untimed ones
+SPEED_STEPS = 30  # timed training steps per speed row, after 3 untimed ones
 
 
 def sync(device: torch.device) -> None:
@@ -78,18 +79,10 @@ def check_shipped_model(device: torch.device) -> dict[str, Any]:
 
 
 def train_speed(config: str, settings: list[str], device: torch.device, threads: int) -> float:
-    """Steps per second of ``config`` on ``device`` (``SPEED_STEPS`` timed steps after 5 warm-up ones)."""
+    """Steps per second of ``config`` on ``device`` (``SPEED_STEPS`` timed steps after 3 warm-up ones)."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(load_config(config, [*settings, f"device={device.type}", f"threads={threads}",
-                                               "schedule.calibration_steps=2"]), Path(tmp) / "run")
-        for _ in range(5):
-            trainer.train_step()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(SPEED_STEPS):
-            trainer.train_step()
-        sync(device)
-        return round(SPEED_STEPS / (time.perf_counter() - start), 2)
+        trainer = warmed_trainer(config, settings, threads, device.type, Path(tmp) / "run")
+        return round(1e3 / ms_per_step(trainer, SPEED_STEPS), 2)
 
 
 def check_pendulum_training(device: torch.device, steps: int) -> dict[str, Any]:

@@ -128,15 +128,18 @@ def random_problem(
 
 @pytest.mark.parametrize("action_dependent", [False, True])
 @pytest.mark.parametrize(
-    "B,T,Dz,Da,Du", [(3, 6, 4, 2, 1), (2, 5, 2, 4, 3), (2, 1, 3, 3, 2), (2, 8, 5, 5, 2), (1, 10, 3, 1, 1)]
+    "B,T,Dz,Da,Du",
+    [(3, 6, 4, 2, 1), (2, 5, 2, 4, 3), (2, 1, 3, 3, 2), (2, 8, 5, 5, 2), (1, 10, 3, 1, 1), (2, 9, 5, 5, 2),
+     (2, 2, 3, 2, 1)],
 )
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
 def test_linear_matches_dense_conditioning(
-    action_dependent: bool, B: int, T: int, Dz: int, Da: int, Du: int
+    action_dependent: bool, B: int, T: int, Dz: int, Da: int, Du: int, parallel: bool
 ) -> None:
     gen = torch.Generator().manual_seed(B * 1000 + T * 100 + Dz * 10 + Da + action_dependent)
     p = random_problem(gen, B, T, Dz, Da, Du)
     transition = linear_transition(gen, Dz, Du, action_dependent)
-    got = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
+    got = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"], parallel=parallel)
     want = dense_reference(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
     for name in KalmanResult._fields:
         assert getattr(got, name).dtype == F64
@@ -269,22 +272,6 @@ def test_shape_errors(change, match: str) -> None:
             p["mean0"],
             p["cov0"],
         )
-
-
-@pytest.mark.parametrize("action_dependent", [False, True])
-@pytest.mark.parametrize("B,T,Dz,Da,Du", [(3, 6, 4, 2, 1), (2, 5, 2, 4, 3), (2, 1, 3, 3, 2), (2, 9, 5, 5, 2),
-                                          (1, 10, 3, 1, 1), (2, 2, 3, 2, 1)])
-def test_parallel_smoother_matches_dense_conditioning(
-    action_dependent: bool, B: int, T: int, Dz: int, Da: int, Du: int
-) -> None:
-    gen = torch.Generator().manual_seed(B * 1000 + T * 100 + Dz * 10 + Da + action_dependent)
-    p = random_problem(gen, B, T, Dz, Da, Du)
-    transition = linear_transition(gen, Dz, Du, action_dependent)
-    got = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"], parallel=True)
-    want = dense_reference(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
-    for name in KalmanResult._fields:
-        assert getattr(got, name).dtype == F64
-        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-8, atol=1e-9, msg=name)
 
 
 def test_parallel_gradcheck() -> None:

@@ -18,6 +18,8 @@ N(0, Q_t)`` with ``c_t = B_t u_t``, ``a_t = H z_t + N(0, R)``, ``z_1 ~ N(mean0, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -51,12 +53,9 @@ def _filter_elements(a: Tensor, F: Tensor, c: Tensor, Q: Tensor, H: Tensor, R: T
     """The filtering element of every step, ``(B, T, ...)``: the first conditions the prior on a_1,
     step t > 1 is the map from the filtered z_{t-1} to the filtered z_t given a_t alone."""
     dz = F.shape[-1]
-    # Step 1: an ordinary update of the prior (A = 0, eta = 0, J = 0).
-    HP0 = H @ cov0
-    S0 = HP0 @ H.mT + R
-    gain0 = torch.linalg.solve(S0, HP0).mT  # (B, Dz, Da)
-    b0 = mean0.unsqueeze(-1) + gain0 @ (a[:, 0] - mean0 @ H.mT).unsqueeze(-1)
-    C0 = _joseph(gain0, H, cov0, R)
+    # Step 1: the filter's own update of the prior (A = 0, eta = 0, J = 0).
+    mean1, C0, _, _ = _update(mean0, cov0, a[:, 0], H, R)
+    b0 = mean1.unsqueeze(-1)
     # Steps 2..T, from (F, c, Q) of the step before and a_t.
     HQ = H @ Q  # (B, T-1, Da, Dz)
     S = HQ @ H.mT + R
@@ -106,7 +105,9 @@ def _combine_smoother(earlier: SmootherElements, later: SmootherElements) -> Smo
     return E_i @ E_j, E_i @ g_j + g_i, _symmetrise(E_i @ L_j @ E_i.mT + L_i)
 
 
-def _prefix_scan(elements: tuple[Tensor, ...], combine, reverse: bool = False) -> tuple[Tensor, ...]:
+def _prefix_scan(elements: tuple[Tensor, ...],
+                 combine: Callable[[tuple[Tensor, ...], tuple[Tensor, ...]], tuple[Tensor, ...]],
+                 reverse: bool = False) -> tuple[Tensor, ...]:
     """Hillis-Steele inclusive scan over dim 1: ``ceil(log2 T)`` rounds, each one batched combine of
     every element with the one ``2^k`` steps before it (after it when ``reverse``)."""
     T = elements[0].shape[1]
