@@ -94,9 +94,9 @@ def report(results: dict[str, dict[int, dict]], args: argparse.Namespace, comman
         "",
         f"`{command}` — {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 2 threads.",
         "",
-        f"Held out: data seed {args.data_seed}, model seeds {', '.join(map(str, args.seeds))} (the fast preset was "
-        "tuned on data seed 0, model seed 0). Validation R² every 100 steps on the data set's test split; time is "
-        "optimiser time, the presets alternating per seed under the same machine load.",
+        (f"Held out: data seed {args.data_seed}, model seeds {', '.join(map(str, args.seeds))} (the fast preset was "
+         "tuned on data seed 0, model seed 0). Validation R² every 100 steps on the data set's test split; time is "
+         "optimiser time, the presets alternating per seed under the same machine load."),
         "",
         "| seed | " + " | ".join(f"{label}: steps | {label}: seconds | {label}: steps/s" for label in results) + " |",
         "|---:|" + "---:|---:|---:|" * len(results),
