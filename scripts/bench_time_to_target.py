@@ -62,12 +62,15 @@ def train_to_target(preset: str, run_dir: Path, seed: int, data: Path, max_steps
 
 
 def summary(history: list[dict[str, float]]) -> dict[str, float | None]:
-    """Steps and optimiser seconds to the target (None if never reached), and the steps per second."""
+    """Steps and optimiser seconds to the target (None if never reached), the steps per second and the
+    last evaluation's R² (angle, velocity)."""
     seconds = time_to_target(history)
     hit = next((row for row in history if row["wall"] == seconds), None) if seconds is not None else None
     last = history[-1]
+    evaluated = [row for row in history if "eval/r2_hinge_velocity" in row][-1]
     return {"steps_to_target": hit["step"] if hit else None, "seconds_to_target": seconds,
-            "steps_trained": last["step"], "steps_per_second": round(last["step"] / last["wall"], 2)}
+            "steps_trained": last["step"], "steps_per_second": round(last["step"] / last["wall"], 2),
+            "last_r2": [round(evaluated["eval/r2_hinge_angle"], 4), round(evaluated["eval/r2_hinge_velocity"], 4)]}
 
 
 def plot(histories: dict[str, dict[int, list[dict[str, float]]]], path: Path) -> None:
@@ -106,7 +109,8 @@ def report(results: dict[str, dict[int, dict]], args: argparse.Namespace, comman
         for runs in results.values():
             row = runs[seed]
             cells += [str(row["steps_to_target"] or f"> {row['steps_trained']}"),
-                      f"{row['seconds_to_target']:.1f}" if row["seconds_to_target"] is not None else "never",
+                      f"{row['seconds_to_target']:.1f}" if row["seconds_to_target"] is not None
+                      else "never (R² {:.3f} / {:.3f} at the end)".format(*row["last_r2"]),
                       f"{row['steps_per_second']:.1f}"]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     lines.append("")
