@@ -1,5 +1,6 @@
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,19 @@ from latentworld.experiment.checkpoint import CheckpointError, load_model
 from latentworld.experiment.config import load_config
 from latentworld.experiment.history import read_history
 from latentworld.training.trainer import Trainer
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_every_preset_loads_with_its_models_settings(preset):
+    from latentworld.models import MODELS
+
+    config = load_config(f"configs/{preset}")
+    model_class = MODELS[config.model.kind]
+    assert model_class.config_class is type(config.model)
+    if preset == "pendulum_ekvae_fast.yaml":  # a base preset with the fast schedule's four changes
+        base = load_config("configs/pendulum_ekvae.yaml")
+        assert config.model == base.model
+        assert (config.batch_size, config.schedule.calibration_steps, config.steps) == (32, 100, 2000)
 
 
 @pytest.fixture()
