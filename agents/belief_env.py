@@ -53,7 +53,10 @@ class BeliefEnv(gym.Env):
         super().reset(seed=seed)
         frame, info = self.real.reset(seed=seed, options=options)
         if self.goals is not None:
-            self.goal = self.goals(self.real).numpy().astype(np.float32)
+            # The goal pose's joint angles go into the reset's info, so an evaluation can tell a goal it
+            # missed from one it reached.
+            info["goal_angles"] = self.goals.angles(self.real)
+            self.goal = self.goals.encode(info["goal_angles"]).numpy().astype(np.float32)
         belief = self.observer.reset(frame)
         return self._observation(belief), {**info, "frame": frame, "goal": self.goal, "physics_steps": self.physics_steps}
 

@@ -25,10 +25,13 @@ from latentworld.common.fileio import atomic_target, check_output_dir
 
 def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool = False) -> dict[str, Any]:
     """One full episode. Returns ``return``, ``mean_velocity`` (true, rad/s, over the episode, of the
-    last joint), ``steady_velocity`` (over its second half), ``steps`` and, if ``record``, the pictures of
-    the real scene and of the belief, and the rewards of every step."""
+    last joint), ``steady_velocity`` (over its second half), ``steps``, ``final_state`` (the true state
+    at the end: angles, then velocities), for a goal-conditioned task ``goal_angles`` (the joint angles
+    of the episode's goal pose) and, if ``record``, the pictures of the real scene and of the belief,
+    and the rewards of every step."""
     controller.reset()
     observation, info = env.reset(seed=seed)
+    goal_angles = info.get("goal_angles")
     rewards, velocities, scenes, beliefs = [0.0], [], [], []
     done = False
     while True:
@@ -43,7 +46,10 @@ def run_episode(env: BeliefEnv, controller: Controller, seed: int, record: bool 
         rewards.append(float(reward))
         velocities.append(float(info["state"][-1]))
     result = {"return": float(np.sum(rewards)), "mean_velocity": float(np.mean(velocities)),
-              "steady_velocity": float(np.mean(velocities[len(velocities) // 2:])), "steps": len(rewards) - 1}
+              "steady_velocity": float(np.mean(velocities[len(velocities) // 2:])), "steps": len(rewards) - 1,
+              "final_state": np.asarray(info["state"], np.float64).round(4).tolist()}
+    if goal_angles is not None:
+        result["goal_angles"] = np.asarray(goal_angles, np.float64).round(4).tolist()
     if record:
         result.update(scenes=np.stack(scenes), beliefs=np.stack(beliefs), rewards=np.array(rewards))
     return result
@@ -68,8 +74,11 @@ def evaluate_controller(problem: LatentProblem, controller: Controller, seeds: l
     summary = {"label": label, "seeds": list(seeds), "returns": returns.tolist(), "mean_return": float(returns.mean()),
                "std_return": float(returns.std()), "min_return": float(returns.min()),
                "mean_velocity": [e["mean_velocity"] for e in episodes],
-               "steady_velocity": [e["steady_velocity"] for e in episodes], "physics_steps": int(physics_steps),
+               "steady_velocity": [e["steady_velocity"] for e in episodes],
+               "final_state": [e["final_state"] for e in episodes], "physics_steps": int(physics_steps),
                "wall_seconds": time.perf_counter() - start}
+    if problem.task.goal_conditioned:
+        summary["goal_angles"] = [e["goal_angles"] for e in episodes]
     if problem.task.goal_velocity is not None:
         velocity = np.array(summary["mean_velocity"])
         summary["goal_velocity"] = problem.task.goal_velocity

@@ -107,9 +107,13 @@ class ReachGoals:
         """The joint angles ``(2,)`` that put the finger on ``env``'s target, nearest the arm's present pose."""
         return self.arm.nearest_solution(target_position(env), env.state[:2])
 
+    def encode(self, angles: np.ndarray) -> Tensor:
+        """The latent goal ``(Da,)`` of the pose at joint ``angles`` ``(2,)``."""
+        return goal_from_images(self.model, pose_observation(self.pictures, angles))
+
     def __call__(self, env: RealEnv) -> Tensor:
         """The latent goal ``(Da,)`` of ``env``'s present episode (call it right after the reset)."""
-        return goal_from_images(self.model, pose_observation(self.pictures, self.angles(env)))
+        return self.encode(self.angles(env))
 
     def close(self) -> None:
         self.pictures.close()

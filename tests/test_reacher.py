@@ -1,5 +1,7 @@
 """The reacher's geometry, its target in videos, and the goal-conditioned reach task end to end."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -109,6 +111,15 @@ def test_reach_policy_trains_on_per_rollout_goals_saves_and_acts_in_the_real_rea
     report = evaluate_policy_dir(tmp_path / "policy", [7], tmp_path / "eval", with_baselines=False, progress=False)
     episode = report["results"][0]
     assert episode["physics_steps"] == 1000 and 0 <= episode["returns"][0] <= 1000
+    # Each episode records its goal pose and where the arm ended, in the JSON too.
+    reacher = RealEnv("reacher_angles")
+    reacher.reset(seed=7)
+    want = ReachGoals(problem.model, "reacher_angles").angles(reacher)
+    reacher.close()
+    np.testing.assert_allclose(episode["goal_angles"][0], want, atol=1e-4)
+    assert len(episode["final_state"][0]) == 4
+    saved = json.loads((tmp_path / "eval" / "real_eval.json").read_text())["results"][0]
+    assert saved["goal_angles"] == episode["goal_angles"] and saved["final_state"] == episode["final_state"]
     assert (tmp_path / "eval" / "episode.gif").stat().st_size > 0
     planner = CEMPlanner(problem, MPCConfig(plan_horizon=3, samples=16, elites=4, iterations=1))
     observation = torch.cat([problem.validation_starts[0], problem.validation_goals[0]]).numpy()
