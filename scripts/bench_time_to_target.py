@@ -31,7 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from bench_pendulum import TARGET, time_to_target
+from bench_pendulum import TARGET, save_r2_figure, target_row
 
 from latentworld.experiment.config import load_config
 from latentworld.experiment.history import read_history
@@ -56,7 +56,7 @@ def train_to_target(preset: str, run_dir: Path, seed: int, data: Path, max_steps
     config = load_config(preset, [f"seed={seed}", f"data={data}", f"eval_every={EVAL_EVERY}", "threads=2"])
     trainer = Trainer(config, run_dir, resume=True)
     until = min(max_steps, config.steps)
-    while time_to_target(read_history(run_dir)) is None and trainer.step < until:
+    while target_row(read_history(run_dir)) is None and trainer.step < until:
         trainer.fit(progress=False, until=trainer.step + EVAL_EVERY)
     return read_history(run_dir)
 
@@ -64,11 +64,10 @@ def train_to_target(preset: str, run_dir: Path, seed: int, data: Path, max_steps
 def summary(history: list[dict[str, float]]) -> dict[str, float | None]:
     """Steps and optimiser seconds to the target (None if never reached), the steps per second and the
     last evaluation's R² (angle, velocity)."""
-    seconds = time_to_target(history)
-    hit = next((row for row in history if row["wall"] == seconds), None) if seconds is not None else None
+    hit = target_row(history)
     last = history[-1]
     evaluated = [row for row in history if "eval/r2_hinge_velocity" in row][-1]
-    return {"steps_to_target": hit["step"] if hit else None, "seconds_to_target": seconds,
+    return {"steps_to_target": hit["step"] if hit else None, "seconds_to_target": hit["wall"] if hit else None,
             "steps_trained": last["step"], "steps_per_second": round(last["step"] / last["wall"], 2),
             "last_r2": [round(evaluated["eval/r2_hinge_angle"], 4), round(evaluated["eval/r2_hinge_velocity"], 4)]}
 
@@ -80,15 +79,8 @@ def plot(histories: dict[str, dict[int, list[dict[str, float]]]], path: Path) ->
             rows = [r for r in history if "eval/r2_hinge_velocity" in r]
             worst = [min(r["eval/r2_hinge_angle"], r["eval/r2_hinge_velocity"]) for r in rows]
             ax.plot([r["wall"] for r in rows], worst, color=color, label=label if i == 0 else None)
-    ax.axhline(TARGET, color="gray", lw=0.8)
-    ax.axvline(30, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("optimiser time (s, 2 CPU cores)")
-    ax.set_ylabel("min(R² angle, R² velocity), validation")
-    ax.set_ylim(0, 1.01)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_r2_figure(fig, ax, path, time_mark=30, xlabel="optimiser time (s, 2 CPU cores)",
+                   ylabel="min(R² angle, R² velocity), validation")
 
 
 def report(results: dict[str, dict[int, dict]], args: argparse.Namespace, command: str) -> str:
