@@ -54,7 +54,9 @@ python -m agents evaluate "$policy" --episodes "$episodes"
 if [ ! -f data/reacher_angles.npz ]; then
   python -m envs.generate reacher_angles --out data/reacher_angles.npz
 fi
-reach="$run/reach_jomega_shipped"
+# One policy per shipped model: a new release of the model (another digest) gets its own policy.
+shipped_digest=$(sha256sum latentworld/pretrained/reacher_angles_ekvae/model.pt | cut -c1-12)
+reach="$run/reach_jomega_shipped_${shipped_digest}"
 if [ ! -f "$reach/meta.json" ]; then
   python -m agents train jomega --model reacher_angles_ekvae --task reach --out "$reach"
 else
