@@ -20,8 +20,9 @@ Choices and why (numbers from ``python -m envs.action_repeat_study``, 200 window
   Initial state: shoulder uniform in [-pi, pi), wrist uniform
   in its joint range (+-160 deg), both velocities uniform in [-4, 4] rad/s (about the range random
   actions keep them in: p99 ~4-5 rad/s). **Action repeat 1** (20 ms), chosen for the velocities and
-  for control (joint-angle model, Dz = 6 / Da = 4, 6000 steps, data and model seed 0; the real
-  returns on the tuning seeds 100-119 of dm_control reacher-easy, J(ω) reach policy):
+  for control (joint-angle model, Dz = 6 / Da = 4, the library's default noise starts, 6000 steps, data
+  and model seed 0; the real returns on the tuning seeds 100-119 of dm_control reacher-easy, J(ω)
+  reach policy):
 
   ============  =====================  ====================  ===============================
   repeat        velocity R² (sh / wr)  real return           note

@@ -176,3 +176,21 @@ def test_the_baselines_train_and_evaluate_through_the_cli(kind, small, tmp_path,
     assert f"ours: VHP-{kind.upper()} (CO)" in capsys.readouterr().out
     assert main(["imagine", str(run), "--goal", "0,0,0"]) == 2  # no position/velocity split: no rewards
     assert "not split into position and velocity" in capsys.readouterr().err
+
+
+def test_git_commit_marks_a_run_made_from_uncommitted_changes(tmp_path):
+    import subprocess
+
+    from latentworld.experiment.checkpoint import git_commit
+
+    assert git_commit(tmp_path) is None  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "preset.yaml").write_text("steps: 1\n")
+    subprocess.run([*git, "add", "preset.yaml"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "preset"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "preset.yaml").write_text("steps: 2\n")
+    assert git_commit(tmp_path) == head + "-dirty"

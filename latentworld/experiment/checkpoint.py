@@ -49,14 +49,21 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def git_commit() -> str | None:
-    """The current commit of the source tree, if it is a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
+def git_commit(source: Path = Path(__file__).parent) -> str | None:
+    """The commit of the git checkout holding ``source`` (this package by default), with ``-dirty``
+    appended when tracked files differ from it (the run then used code or configs no commit holds);
+    None outside a git checkout."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], check=False, cwd=source, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    return commit + "-dirty" if git("status", "--porcelain", "--untracked-files=no") else commit
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, config: TrainConfig, meta: dict[str, Any],
