@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from synthetic import write_synthetic_pendulum
 
 from latentworld.cli import main
 from latentworld.common.errors import RunDirError
-from latentworld.experiment.checkpoint import CheckpointError, load_model
+from latentworld.experiment.checkpoint import CheckpointError, git_commit, load_model
 from latentworld.experiment.config import load_config
 from latentworld.experiment.history import read_history
 from latentworld.training.trainer import Trainer
@@ -179,10 +180,6 @@ def test_the_baselines_train_and_evaluate_through_the_cli(kind, small, tmp_path,
 
 
 def test_git_commit_marks_a_run_made_from_uncommitted_changes(tmp_path):
-    import subprocess
-
-    from latentworld.experiment.checkpoint import git_commit
-
     assert git_commit(tmp_path) is None  # not a checkout
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
     subprocess.run([*git, "init", "-q"], check=True)
