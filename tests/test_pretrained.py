@@ -2,6 +2,8 @@
 latent env ids with no arguments."""
 
 import json
+import subprocess
+import sys
 
 import gymnasium as gym
 import pytest
@@ -52,6 +54,20 @@ def test_shipped_reacher_model_identifies_the_angles_on_fresh_data(reacher_data)
     for name in ("shoulder_angle", "wrist_angle", "shoulder_velocity", "wrist_velocity"):
         assert metrics[f"r2_{name}"] == pytest.approx(shipped[f"r2_{name}"], abs=0.03), name
     assert min(metrics["r2_shoulder_angle"], metrics["r2_wrist_angle"]) >= 0.99
+
+
+def test_velocity_probe_finds_the_shipped_reacher_models_velocities_beyond_the_linear_read_out(reacher_data, tmp_path):
+    out = tmp_path / "probe.json"
+    subprocess.run([sys.executable, "scripts/probe_velocity.py", "reacher_angles_ekvae", "--data", str(reacher_data),
+                    "--out", str(out)], check=True, capture_output=True)
+    result = json.loads(out.read_text())
+    for name, row in result["velocities"].items():
+        # In the trajectory (differenced decoded angles) and in z with the mixing weights, the velocities
+        # are read out better than linearly from z_t alone.
+        assert row["finite_difference"] >= 0.98, name
+        assert row["ols_z_by_mixing"] > row["ols_z_pair"] > row["ols_z"], name
+    low, high = result["inverse_mass_diagonal_range"]["wrist"]
+    assert high > 3 * low  # the wrist's inverse mass depends strongly on the arm's pose
 
 
 def test_latent_reacher_works_with_no_arguments_and_goal_conditioned(reacher_data):
