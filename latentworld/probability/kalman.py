@@ -9,8 +9,10 @@ time step at the filtered mean ``m_t = m_{t|t}`` and the action ``u_t`` (which a
 frames t and t+1, so the last action is never used). A linear system is a ``transition``
 that ignores ``z``.
 
-Everything is pure torch, batched over ``B`` and differentiable by autograd with respect to
-every input and the transition's parameters. Covariances are kept symmetric and positive
+Everything is batched over ``B`` and differentiable with respect to every input and the
+transition's parameters. On the CPU :func:`kalman_smoother` runs its steps through fused C++
+kernels with their own backward passes (:mod:`latentworld.probability.kalman_kernels`), elsewhere,
+or where those cannot be built, as eager torch ops; both compute the same formulas. Covariances are kept symmetric and positive
 definite with a Joseph-form filter update, a Joseph-form smoother step and a small jitter on
 the innovation covariance; nothing is ever inverted (Cholesky factors and solves only).
 """
@@ -23,6 +25,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from latentworld.probability import kalman_kernels
 
 Transition = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 """``transition(z (B, Dz), u (B, Du)) -> (F (B, Dz, Dz), Bu (B, Dz, Du), Q (B, Dz, Dz))``.
@@ -276,6 +280,8 @@ def kalman_smoother(
         )
 
         return parallel_kalman_smoother(a, u, transition, H, R, mean0, cov0)
+    if kalman_kernels.usable(a, u, H, R, mean0, cov0):
+        return _fused_smoother(a, u, transition, H, R, mean0, cov0)
     a_steps, u_steps = a.unbind(1), u.unbind(1)
     T = len(a_steps)
     means, covs, innovations, chols, pred_means, pred_covs, Fs, Qs = [], [], [], [], [], [], [], []
@@ -316,4 +322,34 @@ def kalman_smoother(
     # replaces T small ones.
     smoothed_mean = torch.stack(smoothed_means[::-1], 1).squeeze(-1)
     smoothed_cov = _symmetrise(torch.stack(smoothed_covs[::-1], 1))
+    return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)
+
+
+def _fused_smoother(a: Tensor, u: Tensor, transition: Transition, H: Tensor, R: Tensor, mean0: Tensor,
+                    cov0: Tensor) -> KalmanResult:
+    """:func:`kalman_smoother`'s sequential form through the fused kernels (``R`` already jittered):
+    one call per update and per prediction, one for the whole RTS pass."""
+    a_steps, u_steps = a.unbind(1), u.unbind(1)
+    T = len(a_steps)
+    means, covs, log_liks, pred_means, pred_covs, Fs, Qs = [], [], [], [], [], [], []
+    mean, cov = mean0, cov0
+    for t in range(T):
+        mean, cov, log_lik = kalman_kernels.FusedUpdate.apply(mean, cov, a_steps[t], H, R)
+        means.append(mean)
+        covs.append(cov)
+        log_liks.append(log_lik)
+        if t + 1 < T:
+            F, Bu, Q = transition(mean, u_steps[t])
+            mean, cov = kalman_kernels.FusedPredict.apply(mean, cov, F, Bu, u_steps[t], Q)
+            pred_means.append(mean)
+            pred_covs.append(cov)
+            Fs.append(F)
+            Qs.append(Q)
+    filtered_mean, filtered_cov = torch.stack(means, 1), torch.stack(covs, 1)
+    log_likelihood = torch.stack(log_liks, 1).sum(-1)
+    if T == 1:
+        return KalmanResult(filtered_mean, filtered_cov, filtered_mean, filtered_cov, log_likelihood)
+    smoothed_mean, smoothed_cov = kalman_kernels.FusedRts.apply(
+        filtered_mean, filtered_cov, torch.stack(pred_means, 1), torch.stack(pred_covs, 1), torch.stack(Fs, 1),
+        torch.stack(Qs, 1))
     return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)

@@ -1,0 +1,603 @@
+// Fused CPU kernels of the Kalman filter and RTS smoother, forward and backward.
+//
+// Eager torch spends ~30 small batched ops per filter step, each a few microseconds of dispatch for a
+// few hundred flops. These kernels do one update, one prediction, or the whole RTS pass per call.
+// The batch is processed W elements at a time in "lanes": every scalar of the small-matrix code is
+// a vector of W batch elements, so the compiler turns each operation into SIMD instructions.
+//
+// The forward formulas are those of the eager code in kalman.py (Joseph forms). The backward
+// passes differentiate the equivalent standard forms, whose derivatives agree: at the optimal gain
+// the Joseph form's derivative in the gain vanishes (docs/engine.md has the derivations).
+// Matrices are row-major; B is the batch, n = Dz, d = Da, k = Du.
+
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+namespace {
+
+constexpr int W = 8;  // batch elements per lane vector
+
+template <typename T>
+struct Lanes {
+  T v[W];
+  Lanes() = default;
+  Lanes(T x) {  // NOLINT: a scalar broadcasts to every lane
+    for (int l = 0; l < W; ++l) v[l] = x;
+  }
+};
+
+#define LANEWISE(op)                                                                   \
+  template <typename T>                                                                \
+  inline Lanes<T> operator op(const Lanes<T>& a, const Lanes<T>& b) {                  \
+    Lanes<T> r;                                                                        \
+    for (int l = 0; l < W; ++l) r.v[l] = a.v[l] op b.v[l];                             \
+    return r;                                                                          \
+  }                                                                                    \
+  template <typename T>                                                                \
+  inline Lanes<T> operator op(const Lanes<T>& a, T b) { return a op Lanes<T>(b); }     \
+  template <typename T>                                                                \
+  inline Lanes<T> operator op(T a, const Lanes<T>& b) { return Lanes<T>(a) op b; }
+LANEWISE(+)
+LANEWISE(-)
+LANEWISE(*)
+LANEWISE(/)
+#undef LANEWISE
+
+template <typename T>
+inline Lanes<T>& operator+=(Lanes<T>& a, const Lanes<T>& b) { return a = a + b; }
+template <typename T>
+inline Lanes<T>& operator-=(Lanes<T>& a, const Lanes<T>& b) { return a = a - b; }
+template <typename T>
+inline Lanes<T> operator-(const Lanes<T>& a) { return T(0) - a; }
+
+template <typename T>
+inline Lanes<T> sqrt_lanes(const Lanes<T>& a) {
+  Lanes<T> r;
+  for (int l = 0; l < W; ++l) r.v[l] = std::sqrt(a.v[l]);
+  return r;
+}
+template <typename T>
+inline Lanes<T> log_lanes(const Lanes<T>& a) {
+  Lanes<T> r;
+  for (int l = 0; l < W; ++l) r.v[l] = std::log(a.v[l]);
+  return r;
+}
+template <typename T>
+inline bool all_positive(const Lanes<T>& a) {
+  bool ok = true;
+  for (int l = 0; l < W; ++l) ok = ok && a.v[l] > T(0);  // false for NaN too
+  return ok;
+}
+
+// out (r x c) = alpha op(A) op(B) (+ out if accumulate); op(A) is r x m (A stored m x r if TA), op(B)
+// is m x c (B stored c x m if TB). A and B may be lanes or shared scalars (H, R).
+template <bool TA, bool TB, typename SA, typename SB, typename S, typename T>
+inline void gemm_kernel(const SA* A, const SB* B, S* out, int r, int m, int c, T alpha, bool accumulate) {
+  for (int i = 0; i < r; ++i) {
+    for (int j = 0; j < c; ++j) {
+      S s(T(0));
+      for (int l = 0; l < m; ++l) s += (TA ? A[l * r + i] : A[i * m + l]) * (TB ? B[j * m + l] : B[l * c + j]);
+      out[i * c + j] = accumulate ? out[i * c + j] + alpha * s : alpha * s;
+    }
+  }
+}
+
+template <typename SA, typename SB, typename S, typename T>
+inline void gemm(const SA* A, const SB* B, S* out, int r, int m, int c, bool ta, bool tb, T alpha,
+                 bool accumulate) {
+  if (ta) {
+    if (tb) gemm_kernel<true, true>(A, B, out, r, m, c, alpha, accumulate);
+    else gemm_kernel<true, false>(A, B, out, r, m, c, alpha, accumulate);
+  } else {
+    if (tb) gemm_kernel<false, true>(A, B, out, r, m, c, alpha, accumulate);
+    else gemm_kernel<false, false>(A, B, out, r, m, c, alpha, accumulate);
+  }
+}
+
+// Lower Cholesky factor L of the symmetric d x d matrix S (only its lower triangle is read).
+template <typename T>
+void cholesky(const Lanes<T>* S, Lanes<T>* L, int d) {
+  for (int j = 0; j < d; ++j) {
+    Lanes<T> diag = S[j * d + j];
+    for (int l = 0; l < j; ++l) diag -= L[j * d + l] * L[j * d + l];
+    if (!all_positive(diag)) {
+      throw std::runtime_error("kalman kernels: a covariance is not positive definite (Cholesky failed)");
+    }
+    const Lanes<T> root = sqrt_lanes(diag);
+    L[j * d + j] = root;
+    for (int i = j + 1; i < d; ++i) {
+      Lanes<T> s = S[i * d + j];
+      for (int l = 0; l < j; ++l) s -= L[i * d + l] * L[j * d + l];
+      L[i * d + j] = s / root;
+    }
+    for (int i = 0; i < j; ++i) L[i * d + j] = Lanes<T>(T(0));
+  }
+}
+
+// X (d x c) = (L L^T)^{-1} Y for the lower factor L; X may alias Y.
+template <typename T>
+void cholesky_solve(const Lanes<T>* L, const Lanes<T>* Y, Lanes<T>* X, int d, int c) {
+  for (int col = 0; col < c; ++col) {
+    for (int i = 0; i < d; ++i) {  // L v = y
+      Lanes<T> s = Y[i * c + col];
+      for (int l = 0; l < i; ++l) s -= L[i * d + l] * X[l * c + col];
+      X[i * c + col] = s / L[i * d + i];
+    }
+    for (int i = d - 1; i >= 0; --i) {  // L^T x = v
+      Lanes<T> s = X[i * c + col];
+      for (int l = i + 1; l < d; ++l) s -= L[l * d + i] * X[l * c + col];
+      X[i * c + col] = s / L[i * d + i];
+    }
+  }
+}
+
+template <typename T>
+void symmetrise(Lanes<T>* M, int n) {  // M <- (M + M^T) / 2
+  for (int i = 0; i < n; ++i)
+    for (int j = i + 1; j < n; ++j) {
+      const Lanes<T> s = T(0.5) * (M[i * n + j] + M[j * n + i]);
+      M[i * n + j] = s;
+      M[j * n + i] = s;
+    }
+}
+
+template <typename T>
+void symmetric_part(const Lanes<T>* G, Lanes<T>* out, int n) {  // out = (G + G^T) / 2
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) out[i * n + j] = T(0.5) * (G[i * n + j] + G[j * n + i]);
+}
+
+template <typename T>
+void transpose(const Lanes<T>* A, Lanes<T>* out, int n) {
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) out[i * n + j] = A[j * n + i];
+}
+
+// Batch elements b0 .. b0 + W - 1 of a (B, count) block into lanes (past B: the last one); element
+// b starts at base + b * stride (stride 0: one row shared by the batch, as torch's expand gives).
+template <typename T>
+void gather(const T* base, int64_t count, int64_t b0, int64_t B, Lanes<T>* dst, int64_t stride) {
+  for (int l = 0; l < W; ++l) {
+    const T* src = base + std::min<int64_t>(b0 + l, B - 1) * stride;
+    for (int64_t i = 0; i < count; ++i) dst[i].v[l] = src[i];
+  }
+}
+
+template <typename T>
+void scatter(const Lanes<T>* src, int64_t count, int64_t b0, int64_t B, T* base) {
+  for (int l = 0; l < W && b0 + l < B; ++l) {
+    T* dst = base + (b0 + l) * count;
+    for (int64_t i = 0; i < count; ++i) dst[i] = src[i].v[l];
+  }
+}
+
+constexpr double kLog2Pi = 1.8378770664093453;
+
+// Runs body(b0, scratch) for every chunk of W batch elements, in parallel over chunks; scratch is one
+// vector of lanes per thread-task, of `scratch_size` entries.
+template <typename T, typename Body>
+void for_chunks(int64_t B, int64_t scratch_size, const Body& body) {
+  const int64_t chunks = (B + W - 1) / W;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Lanes<T>> scratch(scratch_size);
+    for (int64_t chunk = begin; chunk < end; ++chunk) body(chunk * W, scratch.data());
+  });
+}
+
+// x itself if each batch element's entries are contiguous (a step of a (B, T, ...) tensor, an expanded
+// matrix), else a contiguous copy: the kernels read rows through the batch stride, so views cost nothing.
+torch::Tensor rows(const torch::Tensor& x) {
+  int64_t expected = 1;
+  for (int64_t dim = x.dim() - 1; dim >= 1; --dim) {
+    if (x.size(dim) != 1 && x.stride(dim) != expected) return x.contiguous();
+    expected *= x.size(dim);
+  }
+  return x;
+}
+
+void check_cpu(std::initializer_list<const torch::Tensor*> tensors) {
+  for (const auto* t : tensors) TORCH_CHECK(t->device().is_cpu(), "kalman kernels: inputs must be on the CPU");
+}
+
+}  // namespace
+
+// One update: condition N(mean, cov) on a = H z + N(0, R). R must already be jittered.
+// Returns mean' (B, n), cov' (B, n, n), log_lik (B,), and for the backward chol (B, d, d),
+// gain_t = S^{-1} H P (B, d, n), white = S^{-1} (a - H m) (B, d).
+std::vector<torch::Tensor> update_forward(torch::Tensor mean, torch::Tensor cov, torch::Tensor a,
+                                          torch::Tensor H, torch::Tensor R) {
+  check_cpu({&mean, &cov, &a, &H, &R});
+  mean = rows(mean); cov = rows(cov); a = rows(a); H = H.contiguous(); R = R.contiguous();
+  const int64_t B = mean.size(0);
+  const int n = mean.size(1), d = a.size(1);
+  auto new_mean = torch::empty_like(mean), new_cov = torch::empty_like(cov);
+  auto log_lik = torch::empty({B}, mean.options()), chol = torch::empty({B, d, d}, mean.options());
+  auto gain_t = torch::empty({B, d, n}, mean.options()), white = torch::empty({B, d}, mean.options());
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "update_forward", [&] {
+    using T = scalar_t;
+    using V = Lanes<T>;
+    const T *h = H.data_ptr<T>(), *r = R.data_ptr<T>();
+    const T *m_in = mean.data_ptr<T>(), *P_in = cov.data_ptr<T>(), *a_in = a.data_ptr<T>();
+    T *m_out = new_mean.data_ptr<T>(), *P_out = new_cov.data_ptr<T>(), *ll_out = log_lik.data_ptr<T>();
+    T *L_out = chol.data_ptr<T>(), *KT_out = gain_t.data_ptr<T>(), *w_out = white.data_ptr<T>();
+    const int64_t sizes[] = {n, n * n, d, d * n, d * d, d, d, n * n, n * n, n * d, n * d, d * d, n, n * n, 1};
+    int64_t total = 0;
+    for (auto s : sizes) total += s;
+    for_chunks<T>(B, total, [&](int64_t b0, V* buf) {
+      V *m = buf, *P = m + n, *x = P + n * n, *C = x + d, *S = C + d * n, *y = S + d * d, *w = y + d;
+      V *A = w + d, *AP = A + n * n, *KR = AP + n * n, *KT = KR + n * d, *L = KT + n * d, *mo = L + d * d;
+      V *Po = mo + n, *ll = Po + n * n;
+      gather(m_in, n, b0, B, m, mean.stride(0));
+      gather(P_in, n * n, b0, B, P, cov.stride(0));
+      gather(a_in, d, b0, B, x, a.stride(0));
+      gemm(h, P, C, d, n, n, false, false, T(1), false);       // C = H P
+      gemm(C, h, S, d, n, d, false, true, T(1), false);        // S = C H^T
+      for (int i = 0; i < d * d; ++i) S[i] += V(r[i]);         //   + R
+      cholesky(S, L, d);
+      cholesky_solve(L, C, KT, d, n);                          // K^T = S^{-1} C
+      gemm(h, m, y, d, n, 1, false, false, T(-1), false);      // y = a - H m
+      for (int i = 0; i < d; ++i) y[i] += x[i];
+      V log_det(T(0)), quad(T(0));
+      for (int i = 0; i < d; ++i) {                            // L^{-1} y for the log-likelihood
+        V s = y[i];
+        for (int l = 0; l < i; ++l) s -= L[i * d + l] * w[l];
+        w[i] = s / L[i * d + i];
+        quad += w[i] * w[i];
+        log_det += log_lanes(L[i * d + i]);
+      }
+      ll[0] = T(-0.5) * (quad + T(d * kLog2Pi)) - log_det;
+      cholesky_solve(L, y, w, d, 1);                           // w = S^{-1} y
+      for (int j = 0; j < n; ++j) mo[j] = m[j];                // m' = m + K y
+      gemm(KT, y, mo, n, d, 1, true, false, T(1), true);
+      // Joseph form: (I - K H) P (I - K H)^T + K R K^T, made exactly symmetric.
+      gemm(KT, h, A, n, d, n, true, false, T(-1), false);      // A = -K H
+      for (int i = 0; i < n; ++i) A[i * n + i] += V(T(1));     //   + I
+      gemm(A, P, AP, n, n, n, false, false, T(1), false);
+      gemm(AP, A, Po, n, n, n, false, true, T(1), false);      // A P A^T
+      gemm(KT, r, KR, n, d, d, true, false, T(1), false);      // K R
+      gemm(KR, KT, Po, n, d, n, false, false, T(1), true);
+      symmetrise(Po, n);
+      scatter(mo, n, b0, B, m_out);
+      scatter(Po, n * n, b0, B, P_out);
+      scatter(ll, 1, b0, B, ll_out);
+      scatter(L, d * d, b0, B, L_out);
+      scatter(KT, d * n, b0, B, KT_out);
+      scatter(w, d, b0, B, w_out);
+    });
+  });
+  return {new_mean, new_cov, log_lik, chol, gain_t, white};
+}
+
+// Backward of update_forward. Returns grads of mean, cov, a, H, R (H's and R's summed over the batch).
+std::vector<torch::Tensor> update_backward(torch::Tensor g_mean, torch::Tensor g_cov, torch::Tensor g_ll,
+                                           torch::Tensor mean, torch::Tensor cov, torch::Tensor H,
+                                           torch::Tensor chol, torch::Tensor gain_t, torch::Tensor white) {
+  g_mean = rows(g_mean); g_cov = rows(g_cov); g_ll = g_ll.contiguous();
+  mean = rows(mean); cov = rows(cov); H = H.contiguous();
+  const int64_t B = mean.size(0);
+  const int n = mean.size(1), d = H.size(0);
+  auto gm = torch::empty_like(mean), gP = torch::empty_like(cov), ga = torch::empty({B, d}, mean.options());
+  // Per batch element, summed at the end.
+  auto gH = torch::empty({B, d, n}, mean.options()), gR = torch::empty({B, d, d}, mean.options());
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "update_backward", [&] {
+    using T = scalar_t;
+    using V = Lanes<T>;
+    const T* h = H.data_ptr<T>();
+    const T *gm_in = g_mean.data_ptr<T>(), *gP_in = g_cov.data_ptr<T>(), *gl_in = g_ll.data_ptr<T>();
+    const T *m_in = mean.data_ptr<T>(), *P_in = cov.data_ptr<T>(), *L_in = chol.data_ptr<T>();
+    const T *KT_in = gain_t.data_ptr<T>(), *w_in = white.data_ptr<T>();
+    T *gm_out = gm.data_ptr<T>(), *gP_out = gP.data_ptr<T>(), *ga_out = ga.data_ptr<T>();
+    T *gH_out = gH.data_ptr<T>(), *gR_out = gR.data_ptr<T>();
+    const int64_t total = 2 * n + 1 + 3 * n * n + 3 * d * d + 2 * d + 6 * d * n + d;
+    for_chunks<T>(B, total, [&](int64_t b0, V* buf) {
+      V *gmo = buf, *m = gmo + n, *gl = m + n, *gPo = gl + 1, *P = gPo + n * n, *Gs = P + n * n;
+      V *L = Gs + n * n, *Sinv = L + d * d, *gS = Sinv + d * d, *v = gS + d * d, *gy = v + d;
+      V *KT = gy + d, *KG = KT + d * n, *gC = KG + d * n, *C = gC + d * n, *tmp = C + d * n, *gHb = tmp + d * n;
+      V* w = gHb + d * n;
+      gather(gm_in, n, b0, B, gmo, g_mean.stride(0));
+      gather(m_in, n, b0, B, m, mean.stride(0));
+      gather(gl_in, 1, b0, B, gl, 1);
+      gather(gP_in, n * n, b0, B, gPo, g_cov.stride(0));
+      gather(P_in, n * n, b0, B, P, cov.stride(0));
+      gather(L_in, d * d, b0, B, L, d * d);
+      gather(KT_in, d * n, b0, B, KT, d * n);
+      gather(w_in, d, b0, B, w, d);
+      symmetric_part(gPo, Gs, n);
+      // P' = P - C^T S^{-1} C and m' = m + C^T w, with C = H P, S = H P H^T + R, w = S^{-1}(a - H m).
+      gemm(KT, Gs, KG, d, n, n, false, false, T(1), false);     // K^T Gs
+      for (int i = 0; i < d; ++i)                               // g_C = -2 K^T Gs + w g_m'^T
+        for (int j = 0; j < n; ++j) gC[i * n + j] = T(-2) * KG[i * n + j] + w[i] * gmo[j];
+      gemm(KT, gmo, v, d, n, 1, false, false, T(1), false);     // v = K^T g_m'
+      for (int i = 0; i < d; ++i) gy[i] = v[i] - gl[0] * w[i];
+      gemm(KG, KT, gS, d, n, d, false, true, T(1), false);      // g_S = K^T Gs K
+      for (int i = 0; i < d * d; ++i) Sinv[i] = V(T(0));
+      for (int i = 0; i < d; ++i) Sinv[i * d + i] = V(T(1));
+      cholesky_solve(L, Sinv, Sinv, d, d);
+      for (int i = 0; i < d; ++i)                               //   - v w^T + g_ll (w w^T - S^{-1}) / 2
+        for (int j = 0; j < d; ++j)
+          gS[i * d + j] += T(0.5) * gl[0] * (w[i] * w[j] - Sinv[i * d + j]) - v[i] * w[j];
+      symmetrise(gS, d);
+      gemm(h, gy, gmo, n, d, 1, true, false, T(-1), true);       // g_m = g_m' - H^T g_y
+      for (int i = 0; i < n * n; ++i) gPo[i] = Gs[i];           // g_P = Gs + H^T g_C + H^T g_S H
+      gemm(h, gC, gPo, n, d, n, true, false, T(1), true);
+      gemm(gS, h, tmp, d, d, n, false, false, T(1), false);
+      gemm(h, tmp, gPo, n, d, n, true, false, T(1), true);
+      symmetrise(gPo, n);  // the gradient among symmetric matrices, as torch's Cholesky backward gives
+      gemm(h, P, C, d, n, n, false, false, T(1), false);        // g_H = g_C P + 2 g_S C - g_y m^T
+      gemm(gC, P, gHb, d, n, n, false, false, T(1), false);
+      gemm(gS, C, gHb, d, d, n, false, false, T(2), true);
+      gemm(gy, m, gHb, d, 1, n, false, false, T(-1), true);
+      scatter(gmo, n, b0, B, gm_out);
+      scatter(gPo, n * n, b0, B, gP_out);
+      scatter(gy, d, b0, B, ga_out);
+      scatter(gHb, d * n, b0, B, gH_out);
+      scatter(gS, d * d, b0, B, gR_out);                        // g_R = g_S
+    });
+  });
+  return {gm, gP, ga, gH.sum(0), gR.sum(0)};
+}
+
+// One prediction: mean' = F m + Bu u, cov' = F P F^T + Q made exactly symmetric.
+std::vector<torch::Tensor> predict_forward(torch::Tensor mean, torch::Tensor cov, torch::Tensor F,
+                                           torch::Tensor Bu, torch::Tensor u, torch::Tensor Q) {
+  check_cpu({&mean, &cov, &F, &Bu, &u, &Q});
+  mean = rows(mean); cov = rows(cov); F = rows(F); Bu = rows(Bu); u = rows(u); Q = rows(Q);
+  const int64_t B = mean.size(0);
+  const int n = mean.size(1), k = u.size(1);
+  auto new_mean = torch::empty_like(mean), new_cov = torch::empty_like(cov);
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "predict_forward", [&] {
+    using T = scalar_t;
+    using V = Lanes<T>;
+    const T *m_in = mean.data_ptr<T>(), *P_in = cov.data_ptr<T>(), *F_in = F.data_ptr<T>();
+    const T *B_in = Bu.data_ptr<T>(), *u_in = u.data_ptr<T>(), *Q_in = Q.data_ptr<T>();
+    T *m_out = new_mean.data_ptr<T>(), *P_out = new_cov.data_ptr<T>();
+    for_chunks<T>(B, 2 * n + 4 * n * n + n * k + k, [&](int64_t b0, V* buf) {
+      V *m = buf, *P = m + n, *Fm = P + n * n, *Bm = Fm + n * n, *x = Bm + n * k, *FP = x + k, *mo = FP + n * n;
+      V* Po = mo + n;
+      gather(m_in, n, b0, B, m, mean.stride(0));
+      gather(P_in, n * n, b0, B, P, cov.stride(0));
+      gather(F_in, n * n, b0, B, Fm, F.stride(0));
+      gather(B_in, n * k, b0, B, Bm, Bu.stride(0));
+      gather(u_in, k, b0, B, x, u.stride(0));
+      gather(Q_in, n * n, b0, B, Po, Q.stride(0));
+      gemm(Bm, x, mo, n, k, 1, false, false, T(1), false);
+      gemm(Fm, m, mo, n, n, 1, false, false, T(1), true);
+      gemm(Fm, P, FP, n, n, n, false, false, T(1), false);
+      gemm(FP, Fm, Po, n, n, n, false, true, T(1), true);
+      symmetrise(Po, n);
+      scatter(mo, n, b0, B, m_out);
+      scatter(Po, n * n, b0, B, P_out);
+    });
+  });
+  return {new_mean, new_cov};
+}
+
+// Backward of predict_forward: grads of mean, cov, F, Bu, u, Q.
+std::vector<torch::Tensor> predict_backward(torch::Tensor g_mean, torch::Tensor g_cov, torch::Tensor mean,
+                                            torch::Tensor cov, torch::Tensor F, torch::Tensor Bu, torch::Tensor u) {
+  g_mean = rows(g_mean); g_cov = rows(g_cov); mean = rows(mean); cov = rows(cov);
+  F = rows(F); Bu = rows(Bu); u = rows(u);
+  const int64_t B = mean.size(0);
+  const int n = mean.size(1), k = u.size(1);
+  auto gm = torch::empty_like(mean), gP = torch::empty_like(cov), gF = torch::empty_like(cov);
+  auto gB = torch::empty({B, n, k}, mean.options()), gu = torch::empty({B, k}, mean.options());
+  auto gQ = torch::empty_like(cov);
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "predict_backward", [&] {
+    using T = scalar_t;
+    using V = Lanes<T>;
+    const T *gm_in = g_mean.data_ptr<T>(), *gP_in = g_cov.data_ptr<T>(), *m_in = mean.data_ptr<T>();
+    const T *P_in = cov.data_ptr<T>(), *F_in = F.data_ptr<T>(), *B_in = Bu.data_ptr<T>(), *u_in = u.data_ptr<T>();
+    T *gm_out = gm.data_ptr<T>(), *gP_out = gP.data_ptr<T>(), *gF_out = gF.data_ptr<T>();
+    T *gB_out = gB.data_ptr<T>(), *gu_out = gu.data_ptr<T>(), *gQ_out = gQ.data_ptr<T>();
+    for_chunks<T>(B, 3 * n + 7 * n * n + 2 * n * k + 2 * k, [&](int64_t b0, V* buf) {
+      V *gmo = buf, *m = gmo + n, *gPo = m + n, *P = gPo + n * n, *Fm = P + n * n, *Bm = Fm + n * n;
+      V *x = Bm + n * k, *Gs = x + k, *GF = Gs + n * n, *gFb = GF + n * n, *gPb = gFb + n * n, *gmb = gPb + n * n;
+      V *gBb = gmb + n, *gub = gBb + n * k;
+      gather(gm_in, n, b0, B, gmo, g_mean.stride(0));
+      gather(m_in, n, b0, B, m, mean.stride(0));
+      gather(gP_in, n * n, b0, B, gPo, g_cov.stride(0));
+      gather(P_in, n * n, b0, B, P, cov.stride(0));
+      gather(F_in, n * n, b0, B, Fm, F.stride(0));
+      gather(B_in, n * k, b0, B, Bm, Bu.stride(0));
+      gather(u_in, k, b0, B, x, u.stride(0));
+      symmetric_part(gPo, Gs, n);                                  // g_Q = Gs
+      gemm(Fm, gmo, gmb, n, n, 1, true, false, T(1), false);      // g_m = F^T g_m'
+      gemm(gmo, m, gFb, n, 1, n, false, false, T(1), false);      // g_F = g_m' m^T
+      gemm(Gs, Fm, GF, n, n, n, false, false, T(1), false);
+      gemm(GF, P, gFb, n, n, n, false, false, T(2), true);        //   + 2 Gs F P
+      gemm(Fm, GF, gPb, n, n, n, true, false, T(1), false);       // g_P = F^T Gs F
+      gemm(gmo, x, gBb, n, 1, k, false, false, T(1), false);      // g_Bu = g_m' u^T
+      gemm(Bm, gmo, gub, k, n, 1, true, false, T(1), false);      // g_u = Bu^T g_m'
+      scatter(gmb, n, b0, B, gm_out);
+      scatter(gPb, n * n, b0, B, gP_out);
+      scatter(gFb, n * n, b0, B, gF_out);
+      scatter(gBb, n * k, b0, B, gB_out);
+      scatter(gub, k, b0, B, gu_out);
+      scatter(Gs, n * n, b0, B, gQ_out);
+    });
+  });
+  return {gm, gP, gF, gB, gu, gQ};
+}
+
+// The RTS pass over all steps. mean (B, T, n), cov (B, T, n, n): filtered; pred_mean (B, T-1, n),
+// pred_cov, F, Q (B, T-1, n, n): the predictions z_{t+1 | t} and their transition. Returns the smoothed
+// mean and covariance (exactly symmetric) and, for the backward, the gains G (B, T-1, n, n) and the
+// Cholesky factors of pred_cov.
+std::vector<torch::Tensor> rts_forward(torch::Tensor mean, torch::Tensor cov, torch::Tensor pred_mean,
+                                       torch::Tensor pred_cov, torch::Tensor F, torch::Tensor Q) {
+  check_cpu({&mean, &cov, &pred_mean, &pred_cov, &F, &Q});
+  mean = mean.contiguous(); cov = cov.contiguous(); pred_mean = pred_mean.contiguous();
+  pred_cov = pred_cov.contiguous(); F = F.contiguous(); Q = Q.contiguous();
+  const int64_t B = mean.size(0), steps = mean.size(1);
+  const int n = mean.size(2), nn = n * n;
+  auto sm = torch::empty_like(mean), sc = torch::empty_like(cov);
+  auto gains = torch::empty({B, steps - 1, n, n}, mean.options()), pchol = torch::empty_like(gains);
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "rts_forward", [&] {
+    using T = scalar_t;
+    using V = Lanes<T>;
+    const T *m_in = mean.data_ptr<T>(), *P_in = cov.data_ptr<T>(), *mp_in = pred_mean.data_ptr<T>();
+    const T *Pp_in = pred_cov.data_ptr<T>(), *F_in = F.data_ptr<T>(), *Q_in = Q.data_ptr<T>();
+    T *ms_out = sm.data_ptr<T>(), *Ps_out = sc.data_ptr<T>(), *G_out = gains.data_ptr<T>();
+    T* L_out = pchol.data_ptr<T>();
+    // Strides of one batch element in each (B, T, ...) / (B, T-1, ...) array, and views of step t.
+    const int64_t sm_stride = steps * n, sP_stride = steps * nn, pm_stride = (steps - 1) * n;
+    const int64_t pP_stride = (steps - 1) * nn;
+    for_chunks<T>(B, 4 * n + 12 * nn, [&](int64_t b0, V* buf) {
+      V *m = buf, *mp = m + n, *ms = mp + n, *ms_next = ms + n, *P = ms_next + n, *Pp = P + nn, *Fm = Pp + nn;
+      V *Qm = Fm + nn, *L = Qm + nn, *FP = L + nn, *GT = FP + nn, *G = GT + nn, *A = G + nn, *AP = A + nn;
+      V *Ps = AP + nn, *Ps_next = Ps + nn;
+      // Gathers step t of a per-element (steps_of, count) block.
+      auto at_step = [&](const T* base, int64_t stride, int64_t count, int64_t t, V* dst) {
+        for (int l = 0; l < W; ++l) {
+          const T* src = base + std::min<int64_t>(b0 + l, B - 1) * stride + t * count;
+          for (int64_t i = 0; i < count; ++i) dst[i].v[l] = src[i];
+        }
+      };
+      auto put_step = [&](const V* src, T* base, int64_t stride, int64_t count, int64_t t) {
+        for (int l = 0; l < W && b0 + l < B; ++l) {
+          T* dst = base + (b0 + l) * stride + t * count;
+          for (int64_t i = 0; i < count; ++i) dst[i] = src[i].v[l];
+        }
+      };
+      const int64_t last = steps - 1;
+      at_step(m_in, sm_stride, n, last, ms_next);
+      at_step(P_in, sP_stride, nn, last, Ps_next);
+      symmetrise(Ps_next, n);
+      put_step(ms_next, ms_out, sm_stride, n, last);
+      put_step(Ps_next, Ps_out, sP_stride, nn, last);
+      for (int64_t t = steps - 2; t >= 0; --t) {
+        at_step(m_in, sm_stride, n, t, m);
+        at_step(P_in, sP_stride, nn, t, P);
+        at_step(mp_in, pm_stride, n, t, mp);
+        at_step(Pp_in, pP_stride, nn, t, Pp);
+        at_step(F_in, pP_stride, nn, t, Fm);
+        at_step(Q_in, pP_stride, nn, t, Qm);
+        cholesky(Pp, L, n);
+        gemm(Fm, P, FP, n, n, n, false, false, T(1), false);
+        cholesky_solve(L, FP, GT, n, n);                        // G^T = Pp^{-1} F P
+        transpose(GT, G, n);
+        // m_s = m + G (m_s' - m_p); P_s = G (P_s' + Q) G^T + (I - G F) P (I - G F)^T.
+        for (int i = 0; i < n; ++i) mp[i] = ms_next[i] - mp[i];
+        for (int i = 0; i < n; ++i) ms[i] = m[i];
+        gemm(G, mp, ms, n, n, 1, false, false, T(1), true);
+        gemm(G, Fm, A, n, n, n, false, false, T(-1), false);
+        for (int i = 0; i < n; ++i) A[i * n + i] += V(T(1));
+        gemm(A, P, AP, n, n, n, false, false, T(1), false);
+        gemm(AP, A, Ps, n, n, n, false, true, T(1), false);
+        for (int i = 0; i < nn; ++i) Qm[i] += Ps_next[i];
+        gemm(G, Qm, AP, n, n, n, false, false, T(1), false);
+        gemm(AP, G, Ps, n, n, n, false, true, T(1), true);
+        symmetrise(Ps, n);
+        put_step(ms, ms_out, sm_stride, n, t);
+        put_step(Ps, Ps_out, sP_stride, nn, t);
+        put_step(G, G_out, pP_stride, nn, t);
+        put_step(L, L_out, pP_stride, nn, t);
+        std::swap(ms, ms_next);
+        std::swap(Ps, Ps_next);
+      }
+    });
+  });
+  return {sm, sc, gains, pchol};
+}
+
+// Backward of rts_forward: grads of mean, cov, pred_mean, pred_cov, F (Q's is zero: see the top).
+std::vector<torch::Tensor> rts_backward(torch::Tensor g_sm, torch::Tensor g_sc, torch::Tensor cov,
+                                        torch::Tensor pred_mean, torch::Tensor pred_cov, torch::Tensor F,
+                                        torch::Tensor sm, torch::Tensor sc, torch::Tensor gains,
+                                        torch::Tensor pchol) {
+  g_sm = g_sm.contiguous(); g_sc = g_sc.contiguous(); cov = cov.contiguous(); pred_mean = pred_mean.contiguous();
+  pred_cov = pred_cov.contiguous(); F = F.contiguous();
+  const int64_t B = sm.size(0), steps = sm.size(1);
+  const int n = sm.size(2), nn = n * n;
+  auto gm = torch::empty_like(sm), gP = torch::empty_like(sc);
+  auto gmp = torch::empty_like(pred_mean), gPp = torch::empty_like(pred_cov), gF = torch::empty_like(F);
+  AT_DISPATCH_FLOATING_TYPES(sm.scalar_type(), "rts_backward", [&] {
+    using T = scalar_t;
+    using V = Lanes<T>;
+    const T *gsm_in = g_sm.data_ptr<T>(), *gsc_in = g_sc.data_ptr<T>(), *P_in = cov.data_ptr<T>();
+    const T *mp_in = pred_mean.data_ptr<T>(), *Pp_in = pred_cov.data_ptr<T>(), *F_in = F.data_ptr<T>();
+    const T *ms_in = sm.data_ptr<T>(), *Ps_in = sc.data_ptr<T>(), *G_in = gains.data_ptr<T>();
+    const T* L_in = pchol.data_ptr<T>();
+    T *gm_out = gm.data_ptr<T>(), *gP_out = gP.data_ptr<T>(), *gmp_out = gmp.data_ptr<T>();
+    T *gPp_out = gPp.data_ptr<T>(), *gF_out = gF.data_ptr<T>();
+    const int64_t sm_stride = steps * n, sP_stride = steps * nn, pm_stride = (steps - 1) * n;
+    const int64_t pP_stride = (steps - 1) * nn;
+    for_chunks<T>(B, 6 * n + 14 * nn, [&](int64_t b0, V* buf) {
+      V *cm = buf, *am = cm + n, *dm = am + n, *gmpb = dm + n, *ms_next = gmpb + n, *mp = ms_next + n;
+      V *cP = mp + n, *aP = cP + nn, *D = aP + nn, *gG = D + nn, *aPG = gG + nn, *gX = aPG + nn, *tmp = gX + nn;
+      V *G = tmp + nn, *Fm = G + nn, *P = Fm + nn, *L = P + nn, *Ps_next = L + nn, *gPpb = Ps_next + nn;
+      V* gFb = gPpb + nn;
+      auto at_step = [&](const T* base, int64_t stride, int64_t count, int64_t t, V* dst) {
+        for (int l = 0; l < W; ++l) {
+          const T* src = base + std::min<int64_t>(b0 + l, B - 1) * stride + t * count;
+          for (int64_t i = 0; i < count; ++i) dst[i].v[l] = src[i];
+        }
+      };
+      auto put_step = [&](const V* src, T* base, int64_t stride, int64_t count, int64_t t) {
+        for (int l = 0; l < W && b0 + l < B; ++l) {
+          T* dst = base + (b0 + l) * stride + t * count;
+          for (int64_t i = 0; i < count; ++i) dst[i] = src[i].v[l];
+        }
+      };
+      for (int i = 0; i < n; ++i) cm[i] = V(T(0));
+      for (int i = 0; i < nn; ++i) cP[i] = V(T(0));
+      // Standard form: m_s,t = m_t + G_t (m_s,t+1 - m_p,t), P_s,t = P_t + G_t (P_s,t+1 - P_p,t) G_t^T,
+      // G_t = P_t F_t^T P_p,t^{-1}; the adjoints run forward in time, carrying into step t+1.
+      for (int64_t t = 0; t < steps; ++t) {
+        at_step(gsm_in, sm_stride, n, t, am);
+        at_step(gsc_in, sP_stride, nn, t, tmp);
+        for (int i = 0; i < n; ++i) am[i] += cm[i];
+        symmetric_part(tmp, aP, n);
+        for (int i = 0; i < nn; ++i) aP[i] += cP[i];
+        if (t == steps - 1) {
+          put_step(am, gm_out, sm_stride, n, t);
+          put_step(aP, gP_out, sP_stride, nn, t);
+          break;
+        }
+        at_step(ms_in, sm_stride, n, t + 1, ms_next);
+        at_step(mp_in, pm_stride, n, t, mp);
+        at_step(Ps_in, sP_stride, nn, t + 1, Ps_next);
+        at_step(Pp_in, pP_stride, nn, t, D);
+        at_step(G_in, pP_stride, nn, t, G);
+        at_step(F_in, pP_stride, nn, t, Fm);
+        at_step(P_in, sP_stride, nn, t, P);
+        at_step(L_in, pP_stride, nn, t, L);
+        for (int i = 0; i < n; ++i) dm[i] = ms_next[i] - mp[i];
+        for (int i = 0; i < nn; ++i) D[i] = Ps_next[i] - D[i];
+        gemm(am, dm, gG, n, 1, n, false, false, T(1), false);     // g_G = a_m dm^T + 2 a_P G D
+        gemm(aP, G, aPG, n, n, n, false, false, T(1), false);
+        gemm(aPG, D, gG, n, n, n, false, false, T(2), true);
+        gemm(G, am, cm, n, n, 1, true, false, T(1), false);       // carry G^T a_m; g_m_p = -G^T a_m
+        for (int i = 0; i < n; ++i) gmpb[i] = -cm[i];
+        gemm(G, aPG, cP, n, n, n, true, false, T(1), false);      // carry G^T a_P G; g_P_p = -G^T a_P G
+        transpose(gG, tmp, n);                                    // g_X = g_G Pp^{-1} = (Pp^{-1} g_G^T)^T
+        cholesky_solve(L, tmp, tmp, n, n);
+        transpose(tmp, gX, n);
+        for (int i = 0; i < nn; ++i) gPpb[i] = -cP[i];
+        gemm(G, gX, gPpb, n, n, n, true, false, T(-1), true);     //   - G^T g_X
+        symmetrise(gPpb, n);
+        gemm(gX, Fm, aP, n, n, n, false, false, T(1), true);      // g_P = a_P + g_X F
+        gemm(gX, P, gFb, n, n, n, true, false, T(1), false);      // g_F = g_X^T P
+        put_step(am, gm_out, sm_stride, n, t);
+        put_step(aP, gP_out, sP_stride, nn, t);
+        put_step(gmpb, gmp_out, pm_stride, n, t);
+        put_step(gPpb, gPp_out, pP_stride, nn, t);
+        put_step(gFb, gF_out, pP_stride, nn, t);
+      }
+    });
+  });
+  return {gm, gP, gmp, gPp, gF};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("update_forward", &update_forward);
+  m.def("update_backward", &update_backward);
+  m.def("predict_forward", &predict_forward);
+  m.def("predict_backward", &predict_backward);
+  m.def("rts_forward", &rts_forward);
+  m.def("rts_backward", &rts_backward);
+}

@@ -1,0 +1,157 @@
+"""Fused CPU kernels for the Kalman filter and RTS smoother (``csrc/kalman_kernels.cpp``).
+
+Eager torch spends about 30 tiny batched ops per filter step, each a few microseconds of dispatch;
+the kernels do one update, one prediction, or the whole RTS pass per call, forward and backward,
+so :func:`latentworld.probability.kalman.kalman_smoother` is several times faster on the CPU with
+the same results. They are compiled with torch's C++ extension tooling (a C++ compiler and ninja)
+the first time they are needed (about a minute), for this machine's CPU (``-march=native``), into
+the cache folder ``$LATENTWORLD_CACHE`` (default ``~/.cache/latentworld``), and reused after. Where
+no compiler is found, the smoother runs its eager torch form and a warning says so once;
+``LATENTWORLD_KALMAN_KERNELS=0`` chooses the eager form without trying, and :func:`eager_only`
+chooses it within a block (to compare the two).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import platform
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+SOURCE = Path(__file__).with_name("csrc") / "kalman_kernels.cpp"
+DISABLE_VARIABLE = "LATENTWORLD_KALMAN_KERNELS"
+_eager_only = False
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$LATENTWORLD_CACHE`` or ``~/.cache/latentworld``."""
+    return Path(os.environ.get("LATENTWORLD_CACHE") or Path.home() / ".cache" / "latentworld")
+
+
+@functools.cache
+def kernels() -> ModuleType | None:
+    """The compiled kernels, building them on first use; None where they cannot be built or are
+    switched off (``LATENTWORLD_KALMAN_KERNELS=0``)."""
+    if os.environ.get(DISABLE_VARIABLE, "1") == "0":
+        return None
+    # One build per source, torch version and CPU: an upgrade never loads a stale library, and a cache
+    # shared by machines with different CPUs never loads code for instructions a CPU lacks.
+    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + _cpu_signature()).hexdigest()[:12]
+    build_dir = cache_dir() / f"kalman_kernels_{key}"
+    try:
+        from torch.utils.cpp_extension import load
+
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if not any(build_dir.glob("*.so")):
+            print(f"[latentworld] compiling the Kalman kernels into {build_dir} (once, about a minute)",
+                  file=sys.stderr, flush=True)
+        return load(name=f"latentworld_kalman_{key}", sources=[str(SOURCE)], build_directory=str(build_dir),
+                    extra_cflags=["-O3", "-march=native"], verbose=False)
+    except Exception as err:  # no compiler, no ninja, a read-only cache: the eager form still works
+        warnings.warn(f"the fused Kalman kernels could not be built ({type(err).__name__}: {err}); the Kalman "
+                      f"smoother runs its eager torch form, several times slower on the CPU. Set "
+                      f"{DISABLE_VARIABLE}=0 to skip the attempt.", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _cpu_signature() -> bytes:
+    """The CPU's model and instruction-set flags (Linux), else the platform's description."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        first = {key: next((line for line in lines if line.startswith(key)), "") for key in ("model name", "flags")}
+        return "".join(first.values()).encode()
+    except OSError:
+        return (platform.machine() + platform.processor()).encode()
+
+
+@contextlib.contextmanager
+def eager_only() -> Iterator[None]:
+    """Within the block the Kalman smoother runs its eager torch form (to compare the two forms)."""
+    global _eager_only
+    previous, _eager_only = _eager_only, True
+    try:
+        yield
+    finally:
+        _eager_only = previous
+
+
+def usable(*tensors: Tensor) -> bool:
+    """Whether the fused kernels serve these inputs: all on the CPU, float32/float64, kernels built,
+    not inside :func:`eager_only`."""
+    return (not _eager_only
+            and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
+            and kernels() is not None)
+
+
+def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+class FusedUpdate(torch.autograd.Function):
+    """``(mean (B, n), cov (B, n, n), a (B, d), H (d, n), R (d, d)) -> (mean', cov', log_lik (B,))``,
+    the Joseph-form update of :func:`latentworld.probability.kalman.kalman_update` (R already jittered)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, mean: Tensor, cov: Tensor, a: Tensor, H: Tensor, R: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        new_mean, new_cov, log_lik, chol, gain_t, white = kernels().update_forward(mean, cov, a, H, R)
+        ctx.save_for_backward(mean, cov, H, chol, gain_t, white)
+        return new_mean, new_cov, log_lik
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, g_mean: Tensor | None, g_cov: Tensor | None, g_ll: Tensor | None
+                 ) -> tuple[Tensor, ...]:
+        mean, cov, H, chol, gain_t, white = ctx.saved_tensors
+        return tuple(kernels().update_backward(
+            _zeros_if_none(g_mean, mean), _zeros_if_none(g_cov, cov), _zeros_if_none(g_ll, mean[:, 0]),
+            mean, cov, H, chol, gain_t, white))
+
+
+class FusedPredict(torch.autograd.Function):
+    """``(mean (B, n), cov (B, n, n), F (B, n, n), Bu (B, n, k), u (B, k), Q (B, n, n)) -> (F m + Bu u,
+    F P F^T + Q)``, as :func:`latentworld.probability.kalman.kalman_predict` after the transition."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, mean: Tensor, cov: Tensor, F: Tensor, Bu: Tensor, u: Tensor, Q: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(mean, cov, F, Bu, u)
+        return tuple(kernels().predict_forward(mean, cov, F, Bu, u, Q))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, g_mean: Tensor | None, g_cov: Tensor | None) -> tuple[Tensor, ...]:
+        mean, cov, F, Bu, u = ctx.saved_tensors
+        return tuple(kernels().predict_backward(_zeros_if_none(g_mean, mean), _zeros_if_none(g_cov, cov),
+                                                mean, cov, F, Bu, u))
+
+
+class FusedRts(torch.autograd.Function):
+    """The RTS pass: filtered ``mean (B, T, n)``, ``cov (B, T, n, n)``, predicted ``pred_mean (B, T-1, n)``,
+    ``pred_cov``, ``F``, ``Q (B, T-1, n, n)`` -> smoothed mean ``(B, T, n)`` and covariance ``(B, T, n, n)``."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, mean: Tensor, cov: Tensor, pred_mean: Tensor, pred_cov: Tensor, F: Tensor,
+                Q: Tensor) -> tuple[Tensor, Tensor]:
+        smoothed_mean, smoothed_cov, gains, pred_chol = kernels().rts_forward(mean, cov, pred_mean, pred_cov, F, Q)
+        ctx.save_for_backward(cov, pred_mean, pred_cov, F, smoothed_mean, smoothed_cov, gains, pred_chol)
+        return smoothed_mean, smoothed_cov
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, g_mean: Tensor | None, g_cov: Tensor | None) -> tuple[Tensor | None, ...]:
+        cov, pred_mean, pred_cov, F, smoothed_mean, smoothed_cov, gains, pred_chol = ctx.saved_tensors
+        grads = kernels().rts_backward(_zeros_if_none(g_mean, smoothed_mean), _zeros_if_none(g_cov, smoothed_cov),
+                                       cov, pred_mean, pred_cov, F, smoothed_mean, smoothed_cov, gains, pred_chol)
+        # Q reaches the smoothed belief only through pred_cov = F P F^T + Q (see the C++ file's header).
+        return (*grads, None)
