@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import Tensor
 
+from latentworld.probability import kalman_kernels
 from latentworld.probability.kalman import (
     KalmanResult,
     Transition,
@@ -16,6 +22,15 @@ from latentworld.probability.kalman import (
 )
 
 F64 = torch.float64
+FORMS = ["fused", "eager"]  # the smoother's fused CPU kernels and its eager torch form
+
+
+def in_form(form: str) -> contextlib.AbstractContextManager:
+    """The block runs the smoother in ``form``; fails if the fused kernels could not be built here."""
+    if form == "fused":
+        assert kalman_kernels.kernels() is not None, "the fused Kalman kernels did not build on this machine"
+        return contextlib.nullcontext()
+    return kalman_kernels.eager_only()
 
 
 def random_spd(gen: torch.Generator, *shape: int, dtype: torch.dtype = F64) -> Tensor:
@@ -132,21 +147,24 @@ def random_problem(
     [(3, 6, 4, 2, 1), (2, 5, 2, 4, 3), (2, 1, 3, 3, 2), (2, 8, 5, 5, 2), (1, 10, 3, 1, 1), (2, 9, 5, 5, 2),
      (2, 2, 3, 2, 1)],
 )
-@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
+@pytest.mark.parametrize("form", [*FORMS, "parallel"])
 def test_linear_matches_dense_conditioning(
-    action_dependent: bool, B: int, T: int, Dz: int, Da: int, Du: int, parallel: bool
+    action_dependent: bool, B: int, T: int, Dz: int, Da: int, Du: int, form: str
 ) -> None:
     gen = torch.Generator().manual_seed(B * 1000 + T * 100 + Dz * 10 + Da + action_dependent)
     p = random_problem(gen, B, T, Dz, Da, Du)
     transition = linear_transition(gen, Dz, Du, action_dependent)
-    got = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"], parallel=parallel)
+    with in_form("fused" if form == "parallel" else form):
+        got = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"],
+                              parallel=form == "parallel")
     want = dense_reference(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
     for name in KalmanResult._fields:
         assert getattr(got, name).dtype == F64
         torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-8, atol=1e-9, msg=name)
 
 
-def test_gradcheck() -> None:
+@pytest.mark.parametrize("form", FORMS)
+def test_gradcheck(form: str) -> None:
     gen = torch.Generator().manual_seed(0)
     B, T, Dz, Da, Du, M = 2, 3, 2, 2, 1, 3
     p = random_problem(gen, B, T, Dz, Da, Du)
@@ -181,7 +199,8 @@ def test_gradcheck() -> None:
         )
         return out.smoothed_mean, out.smoothed_cov, out.filtered_mean, out.log_likelihood
 
-    assert torch.autograd.gradcheck(f, inputs)
+    with in_form(form):
+        assert torch.autograd.gradcheck(f, inputs)
 
 
 def test_state_dependent_transition_is_linearised_at_filtered_mean_and_online_filter_agrees() -> None:
@@ -321,3 +340,77 @@ def test_parallel_float32_long_sequence_agrees_with_sequential() -> None:
         torch.testing.assert_close(getattr(parallel, name), want, rtol=1e-3, atol=1e-3 * want.abs().max().item(),
                                    msg=name)
     assert (torch.linalg.cholesky_ex(parallel.smoothed_cov).info == 0).all()
+
+
+@pytest.mark.parametrize("B,T", [(5, 7), (17, 4), (9, 1)])  # batches around the kernels' 8 lanes; T = 1
+def test_fused_kernels_agree_with_the_eager_form_in_every_output_and_gradient(B: int, T: int) -> None:
+    gen = torch.Generator().manual_seed(B + T)
+    Dz, Da, Du, M = 5, 3, 2, 4
+    p = random_problem(gen, B, T, Dz, Da, Du)
+    theta = 0.5 * torch.randn(M, Dz, Dz, generator=gen, dtype=F64)
+    W = torch.randn(Dz + Du, M, generator=gen, dtype=F64)
+    B0 = torch.randn(M, Dz, Du, generator=gen, dtype=F64)
+    q = torch.full((Dz,), 0.2, dtype=F64)  # Q is expanded over the batch: read through stride 0
+    c_factor = torch.linalg.cholesky(p["cov0"])
+    inputs = [x.requires_grad_() for x in (p["a"], p["u"], p["H"], p["R"], p["mean0"], c_factor, theta, W, B0, q)]
+    weights = [torch.randn(shape, generator=gen, dtype=F64)
+               for shape in ((B, T, Dz), (B, T, Dz, Dz), (B, T, Dz), (B, T, Dz, Dz), (B,))]
+
+    def outputs_and_gradients() -> tuple[KalmanResult, tuple[Tensor, ...]]:
+        a, u, H, R, mean0, c_factor, theta, W, B0, q = inputs
+        out = kalman_smoother(a, u, mixture_transition(theta, W, B0, q), H, R, mean0, c_factor @ c_factor.mT)
+        loss = sum((o * w).sum() for o, w in zip(out, weights, strict=True))
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True)  # T = 1 uses no action
+        return out, tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True))
+
+    with in_form("fused"):
+        fused, fused_grads = outputs_and_gradients()
+    with in_form("eager"):
+        eager, eager_grads = outputs_and_gradients()
+    for name in KalmanResult._fields:
+        torch.testing.assert_close(getattr(fused, name), getattr(eager, name), rtol=1e-10, atol=1e-11, msg=name)
+    names = ("a", "u", "H", "R", "mean0", "cov0 factor", "theta", "W", "B0", "q")
+    for name, got, want in zip(names, fused_grads, eager_grads, strict=True):
+        if name == "R":  # a covariance: compare the gradient among symmetric matrices
+            got, want = 0.5 * (got + got.mT), 0.5 * (want + want.mT)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_fused_kernels_report_a_covariance_that_is_not_positive_definite() -> None:
+    gen = torch.Generator().manual_seed(0)
+    p = random_problem(gen, 3, 4, 3, 2, 1)
+    transition = linear_transition(gen, 3, 1, False)
+    with in_form("fused"), pytest.raises(RuntimeError, match="not positive definite"):
+        kalman_smoother(p["a"], p["u"], transition, p["H"], -p["R"], p["mean0"], p["cov0"])
+
+
+def test_without_a_compiler_the_smoother_warns_once_and_runs_its_eager_form(tmp_path) -> None:
+    script = (
+        "import warnings, torch\n"
+        "from latentworld.probability import kalman_kernels\n"
+        "from latentworld.probability.kalman import kalman_smoother\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    for _ in range(2):\n"
+        "        out = kalman_smoother(torch.randn(2, 3, 1), torch.randn(2, 3, 1),\n"
+        "            lambda z, u: (torch.eye(2).expand(2, 2, 2), torch.ones(2, 2, 1), 0.1 * torch.eye(2).expand(2, 2, 2)),\n"
+        "            torch.ones(1, 2), torch.eye(1), torch.zeros(2, 2), torch.eye(2).expand(2, 2, 2))\n"
+        "assert kalman_kernels.kernels() is None and torch.isfinite(out.smoothed_mean).all()\n"
+        "print(sum('could not be built' in str(w.message) for w in caught))\n"
+    )
+    env = os.environ | {"CXX": "/bin/false", "LATENTWORLD_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", script], check=False, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"  # one warning, not one per call
+
+
+def test_the_kernels_can_be_switched_off(monkeypatch) -> None:
+    monkeypatch.setenv(kalman_kernels.DISABLE_VARIABLE, "0")
+    kalman_kernels.kernels.cache_clear()
+    try:
+        assert kalman_kernels.kernels() is None and not kalman_kernels.usable(torch.zeros(1))
+    finally:
+        monkeypatch.undo()
+        kalman_kernels.kernels.cache_clear()
+    assert kalman_kernels.kernels() is not None

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import platform
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -57,7 +58,8 @@ def kernels() -> ModuleType | None:
                   file=sys.stderr, flush=True)
         return load(name=f"latentworld_kalman_{key}", sources=[str(SOURCE)], build_directory=str(build_dir),
                     extra_cflags=["-O3", "-march=native"], verbose=False)
-    except Exception as err:  # no compiler, no ninja, a read-only cache: the eager form still works
+    except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as err:
+        # No compiler, no ninja, a read-only cache: the eager form still works.
         warnings.warn(f"the fused Kalman kernels could not be built ({type(err).__name__}: {err}); the Kalman "
                       f"smoother runs its eager torch form, several times slower on the CPU. Set "
                       f"{DISABLE_VARIABLE}=0 to skip the attempt.", RuntimeWarning, stacklevel=2)
