@@ -8,6 +8,15 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kalman_kernels_built() -> None:
+    """Build the fused Kalman kernels once, first (about 45 s on a fresh machine), in the test process
+    itself: not inside a subprocess test that has a time limit or is killed on purpose."""
+    from latentworld.probability import kalman_kernels
+
+    kalman_kernels.kernels()
+
+
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory):
     """40 real pendulum sequences: enough start states for the shipped model, generated in about a second."""

@@ -39,31 +39,54 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LATENTWORLD_CACHE") or Path.home() / ".cache" / "latentworld")
 
 
+def build_dir() -> Path:
+    """This machine's build folder: one per source, torch version and CPU, so an upgrade never loads a
+    stale library and a cache shared by machines with different CPUs never loads code for
+    instructions a CPU lacks."""
+    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + _cpu_signature()).hexdigest()[:12]
+    return cache_dir() / f"kalman_kernels_{key}"
+
+
 @functools.cache
 def kernels() -> ModuleType | None:
     """The compiled kernels, building them on first use; None where they cannot be built or are
     switched off (``LATENTWORLD_KALMAN_KERNELS=0``)."""
     if os.environ.get(DISABLE_VARIABLE, "1") == "0":
         return None
-    # One build per source, torch version and CPU: an upgrade never loads a stale library, and a cache
-    # shared by machines with different CPUs never loads code for instructions a CPU lacks.
-    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + _cpu_signature()).hexdigest()[:12]
-    build_dir = cache_dir() / f"kalman_kernels_{key}"
+    folder = build_dir()
     try:
         from torch.utils.cpp_extension import load
 
-        build_dir.mkdir(parents=True, exist_ok=True)
-        if not any(build_dir.glob("*.so")):
-            print(f"[latentworld] compiling the Kalman kernels into {build_dir} (once, about a minute)",
-                  file=sys.stderr, flush=True)
-        return load(name=f"latentworld_kalman_{key}", sources=[str(SOURCE)], build_directory=str(build_dir),
-                    extra_cflags=["-O3", "-march=native"], verbose=False)
+        folder.mkdir(parents=True, exist_ok=True)
+        with _exclusive(folder / "latentworld.lock"):
+            # torch marks a build in progress with a file named "lock" and waits for it to vanish; a
+            # process killed inside load() leaves it behind, and every later load would wait forever.
+            # Under our lock (which the OS releases when its holder dies) such a file is stale.
+            (folder / "lock").unlink(missing_ok=True)
+            if not any(folder.glob("*.so")):
+                print(f"[latentworld] compiling the Kalman kernels into {folder} (once, about a minute)",
+                      file=sys.stderr, flush=True)
+            return load(name=f"latentworld_kalman_{folder.name.rsplit('_', 1)[1]}", sources=[str(SOURCE)],
+                        build_directory=str(folder), extra_cflags=["-O3", "-march=native"], verbose=False)
     except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as err:
         # No compiler, no ninja, a read-only cache: the eager form still works.
         warnings.warn(f"the fused Kalman kernels could not be built ({type(err).__name__}: {err}); the Kalman "
                       f"smoother runs its eager torch form, several times slower on the CPU. Set "
                       f"{DISABLE_VARIABLE}=0 to skip the attempt.", RuntimeWarning, stacklevel=2)
         return None
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (POSIX ``flock``; no lock where the platform has none)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _cpu_signature() -> bytes:
