@@ -167,10 +167,11 @@ void gather(const T* base, int64_t count, int64_t b0, int64_t B, Lanes<T>* dst, 
   }
 }
 
+// The inverse of gather: lanes into batch elements b0 .. (those below B), element b at base + b * stride.
 template <typename T>
-void scatter(const Lanes<T>* src, int64_t count, int64_t b0, int64_t B, T* base) {
+void scatter(const Lanes<T>* src, int64_t count, int64_t b0, int64_t B, T* base, int64_t stride) {
   for (int l = 0; l < W && b0 + l < B; ++l) {
-    T* dst = base + (b0 + l) * count;
+    T* dst = base + (b0 + l) * stride;
     for (int64_t i = 0; i < count; ++i) dst[i] = src[i].v[l];
   }
 }
@@ -261,12 +262,12 @@ std::vector<torch::Tensor> update_forward(torch::Tensor mean, torch::Tensor cov,
       gemm(KT, r, KR, n, d, d, true, false, T(1), false);      // K R
       gemm(KR, KT, Po, n, d, n, false, false, T(1), true);
       symmetrise(Po, n);
-      scatter(mo, n, b0, B, m_out);
-      scatter(Po, n * n, b0, B, P_out);
-      scatter(ll, 1, b0, B, ll_out);
-      scatter(L, d * d, b0, B, L_out);
-      scatter(KT, d * n, b0, B, KT_out);
-      scatter(w, d, b0, B, w_out);
+      scatter(mo, n, b0, B, m_out, n);
+      scatter(Po, n * n, b0, B, P_out, n * n);
+      scatter(ll, 1, b0, B, ll_out, 1);
+      scatter(L, d * d, b0, B, L_out, d * d);
+      scatter(KT, d * n, b0, B, KT_out, d * n);
+      scatter(w, d, b0, B, w_out, d);
     });
   });
   return {new_mean, new_cov, log_lik, chol, gain_t, white};
@@ -331,11 +332,11 @@ std::vector<torch::Tensor> update_backward(torch::Tensor g_mean, torch::Tensor g
       gemm(gC, P, gHb, d, n, n, false, false, T(1), false);
       gemm(gS, C, gHb, d, d, n, false, false, T(2), true);
       gemm(gy, m, gHb, d, 1, n, false, false, T(-1), true);
-      scatter(gmo, n, b0, B, gm_out);
-      scatter(gPo, n * n, b0, B, gP_out);
-      scatter(gy, d, b0, B, ga_out);
-      scatter(gHb, d * n, b0, B, gH_out);
-      scatter(gS, d * d, b0, B, gR_out);                        // g_R = g_S
+      scatter(gmo, n, b0, B, gm_out, n);
+      scatter(gPo, n * n, b0, B, gP_out, n * n);
+      scatter(gy, d, b0, B, ga_out, d);
+      scatter(gHb, d * n, b0, B, gH_out, d * n);
+      scatter(gS, d * d, b0, B, gR_out, d * d);                        // g_R = g_S
     });
   });
   return {gm, gP, ga, gH.sum(0), gR.sum(0)};
@@ -369,8 +370,8 @@ std::vector<torch::Tensor> predict_forward(torch::Tensor mean, torch::Tensor cov
       gemm(Fm, P, FP, n, n, n, false, false, T(1), false);
       gemm(FP, Fm, Po, n, n, n, false, true, T(1), true);
       symmetrise(Po, n);
-      scatter(mo, n, b0, B, m_out);
-      scatter(Po, n * n, b0, B, P_out);
+      scatter(mo, n, b0, B, m_out, n);
+      scatter(Po, n * n, b0, B, P_out, n * n);
     });
   });
   return {new_mean, new_cov};
@@ -412,12 +413,12 @@ std::vector<torch::Tensor> predict_backward(torch::Tensor g_mean, torch::Tensor 
       gemm(Fm, GF, gPb, n, n, n, true, false, T(1), false);       // g_P = F^T Gs F
       gemm(gmo, x, gBb, n, 1, k, false, false, T(1), false);      // g_Bu = g_m' u^T
       gemm(Bm, gmo, gub, k, n, 1, true, false, T(1), false);      // g_u = Bu^T g_m'
-      scatter(gmb, n, b0, B, gm_out);
-      scatter(gPb, n * n, b0, B, gP_out);
-      scatter(gFb, n * n, b0, B, gF_out);
-      scatter(gBb, n * k, b0, B, gB_out);
-      scatter(gub, k, b0, B, gu_out);
-      scatter(Gs, n * n, b0, B, gQ_out);
+      scatter(gmb, n, b0, B, gm_out, n);
+      scatter(gPb, n * n, b0, B, gP_out, n * n);
+      scatter(gFb, n * n, b0, B, gF_out, n * n);
+      scatter(gBb, n * k, b0, B, gB_out, n * k);
+      scatter(gub, k, b0, B, gu_out, k);
+      scatter(Gs, n * n, b0, B, gQ_out, n * n);
     });
   });
   return {gm, gP, gF, gB, gu, gQ};
@@ -443,39 +444,27 @@ std::vector<torch::Tensor> rts_forward(torch::Tensor mean, torch::Tensor cov, to
     const T *Pp_in = pred_cov.data_ptr<T>(), *F_in = F.data_ptr<T>(), *Q_in = Q.data_ptr<T>();
     T *ms_out = sm.data_ptr<T>(), *Ps_out = sc.data_ptr<T>(), *G_out = gains.data_ptr<T>();
     T* L_out = pchol.data_ptr<T>();
-    // Strides of one batch element in each (B, T, ...) / (B, T-1, ...) array, and views of step t.
+    // Strides of one batch element in each (B, T, ...) / (B, T-1, ...) array: step t of element b starts
+    // at base + b * stride + t * count.
     const int64_t sm_stride = steps * n, sP_stride = steps * nn, pm_stride = (steps - 1) * n;
     const int64_t pP_stride = (steps - 1) * nn;
     for_chunks<T>(B, 4 * n + 12 * nn, [&](int64_t b0, V* buf) {
       V *m = buf, *mp = m + n, *ms = mp + n, *ms_next = ms + n, *P = ms_next + n, *Pp = P + nn, *Fm = Pp + nn;
       V *Qm = Fm + nn, *L = Qm + nn, *FP = L + nn, *GT = FP + nn, *G = GT + nn, *A = G + nn, *AP = A + nn;
       V *Ps = AP + nn, *Ps_next = Ps + nn;
-      // Gathers step t of a per-element (steps_of, count) block.
-      auto at_step = [&](const T* base, int64_t stride, int64_t count, int64_t t, V* dst) {
-        for (int l = 0; l < W; ++l) {
-          const T* src = base + std::min<int64_t>(b0 + l, B - 1) * stride + t * count;
-          for (int64_t i = 0; i < count; ++i) dst[i].v[l] = src[i];
-        }
-      };
-      auto put_step = [&](const V* src, T* base, int64_t stride, int64_t count, int64_t t) {
-        for (int l = 0; l < W && b0 + l < B; ++l) {
-          T* dst = base + (b0 + l) * stride + t * count;
-          for (int64_t i = 0; i < count; ++i) dst[i] = src[i].v[l];
-        }
-      };
       const int64_t last = steps - 1;
-      at_step(m_in, sm_stride, n, last, ms_next);
-      at_step(P_in, sP_stride, nn, last, Ps_next);
+      gather(m_in + last * n, n, b0, B, ms_next, sm_stride);
+      gather(P_in + last * nn, nn, b0, B, Ps_next, sP_stride);
       symmetrise(Ps_next, n);
-      put_step(ms_next, ms_out, sm_stride, n, last);
-      put_step(Ps_next, Ps_out, sP_stride, nn, last);
+      scatter(ms_next, n, b0, B, ms_out + last * n, sm_stride);
+      scatter(Ps_next, nn, b0, B, Ps_out + last * nn, sP_stride);
       for (int64_t t = steps - 2; t >= 0; --t) {
-        at_step(m_in, sm_stride, n, t, m);
-        at_step(P_in, sP_stride, nn, t, P);
-        at_step(mp_in, pm_stride, n, t, mp);
-        at_step(Pp_in, pP_stride, nn, t, Pp);
-        at_step(F_in, pP_stride, nn, t, Fm);
-        at_step(Q_in, pP_stride, nn, t, Qm);
+        gather(m_in + t * n, n, b0, B, m, sm_stride);
+        gather(P_in + t * nn, nn, b0, B, P, sP_stride);
+        gather(mp_in + t * n, n, b0, B, mp, pm_stride);
+        gather(Pp_in + t * nn, nn, b0, B, Pp, pP_stride);
+        gather(F_in + t * nn, nn, b0, B, Fm, pP_stride);
+        gather(Q_in + t * nn, nn, b0, B, Qm, pP_stride);
         cholesky(Pp, L, n);
         gemm(Fm, P, FP, n, n, n, false, false, T(1), false);
         cholesky_solve(L, FP, GT, n, n);                        // G^T = Pp^{-1} F P
@@ -492,10 +481,10 @@ std::vector<torch::Tensor> rts_forward(torch::Tensor mean, torch::Tensor cov, to
         gemm(G, Qm, AP, n, n, n, false, false, T(1), false);
         gemm(AP, G, Ps, n, n, n, false, true, T(1), true);
         symmetrise(Ps, n);
-        put_step(ms, ms_out, sm_stride, n, t);
-        put_step(Ps, Ps_out, sP_stride, nn, t);
-        put_step(G, G_out, pP_stride, nn, t);
-        put_step(L, L_out, pP_stride, nn, t);
+        scatter(ms, n, b0, B, ms_out + t * n, sm_stride);
+        scatter(Ps, nn, b0, B, Ps_out + t * nn, sP_stride);
+        scatter(G, nn, b0, B, G_out + t * nn, pP_stride);
+        scatter(L, nn, b0, B, L_out + t * nn, pP_stride);
         std::swap(ms, ms_next);
         std::swap(Ps, Ps_next);
       }
@@ -531,41 +520,29 @@ std::vector<torch::Tensor> rts_backward(torch::Tensor g_sm, torch::Tensor g_sc, 
       V *cP = mp + n, *aP = cP + nn, *D = aP + nn, *gG = D + nn, *aPG = gG + nn, *gX = aPG + nn, *tmp = gX + nn;
       V *G = tmp + nn, *Fm = G + nn, *P = Fm + nn, *L = P + nn, *Ps_next = L + nn, *gPpb = Ps_next + nn;
       V* gFb = gPpb + nn;
-      auto at_step = [&](const T* base, int64_t stride, int64_t count, int64_t t, V* dst) {
-        for (int l = 0; l < W; ++l) {
-          const T* src = base + std::min<int64_t>(b0 + l, B - 1) * stride + t * count;
-          for (int64_t i = 0; i < count; ++i) dst[i].v[l] = src[i];
-        }
-      };
-      auto put_step = [&](const V* src, T* base, int64_t stride, int64_t count, int64_t t) {
-        for (int l = 0; l < W && b0 + l < B; ++l) {
-          T* dst = base + (b0 + l) * stride + t * count;
-          for (int64_t i = 0; i < count; ++i) dst[i] = src[i].v[l];
-        }
-      };
       for (int i = 0; i < n; ++i) cm[i] = V(T(0));
       for (int i = 0; i < nn; ++i) cP[i] = V(T(0));
       // Standard form: m_s,t = m_t + G_t (m_s,t+1 - m_p,t), P_s,t = P_t + G_t (P_s,t+1 - P_p,t) G_t^T,
       // G_t = P_t F_t^T P_p,t^{-1}; the adjoints run forward in time, carrying into step t+1.
       for (int64_t t = 0; t < steps; ++t) {
-        at_step(gsm_in, sm_stride, n, t, am);
-        at_step(gsc_in, sP_stride, nn, t, tmp);
+        gather(gsm_in + t * n, n, b0, B, am, sm_stride);
+        gather(gsc_in + t * nn, nn, b0, B, tmp, sP_stride);
         for (int i = 0; i < n; ++i) am[i] += cm[i];
         symmetric_part(tmp, aP, n);
         for (int i = 0; i < nn; ++i) aP[i] += cP[i];
         if (t == steps - 1) {
-          put_step(am, gm_out, sm_stride, n, t);
-          put_step(aP, gP_out, sP_stride, nn, t);
+          scatter(am, n, b0, B, gm_out + t * n, sm_stride);
+          scatter(aP, nn, b0, B, gP_out + t * nn, sP_stride);
           break;
         }
-        at_step(ms_in, sm_stride, n, t + 1, ms_next);
-        at_step(mp_in, pm_stride, n, t, mp);
-        at_step(Ps_in, sP_stride, nn, t + 1, Ps_next);
-        at_step(Pp_in, pP_stride, nn, t, D);
-        at_step(G_in, pP_stride, nn, t, G);
-        at_step(F_in, pP_stride, nn, t, Fm);
-        at_step(P_in, sP_stride, nn, t, P);
-        at_step(L_in, pP_stride, nn, t, L);
+        gather(ms_in + (t + 1) * n, n, b0, B, ms_next, sm_stride);
+        gather(mp_in + t * n, n, b0, B, mp, pm_stride);
+        gather(Ps_in + (t + 1) * nn, nn, b0, B, Ps_next, sP_stride);
+        gather(Pp_in + t * nn, nn, b0, B, D, pP_stride);
+        gather(G_in + t * nn, nn, b0, B, G, pP_stride);
+        gather(F_in + t * nn, nn, b0, B, Fm, pP_stride);
+        gather(P_in + t * nn, nn, b0, B, P, sP_stride);
+        gather(L_in + t * nn, nn, b0, B, L, pP_stride);
         for (int i = 0; i < n; ++i) dm[i] = ms_next[i] - mp[i];
         for (int i = 0; i < nn; ++i) D[i] = Ps_next[i] - D[i];
         gemm(am, dm, gG, n, 1, n, false, false, T(1), false);     // g_G = a_m dm^T + 2 a_P G D
@@ -582,11 +559,11 @@ std::vector<torch::Tensor> rts_backward(torch::Tensor g_sm, torch::Tensor g_sc, 
         symmetrise(gPpb, n);
         gemm(gX, Fm, aP, n, n, n, false, false, T(1), true);      // g_P = a_P + g_X F
         gemm(gX, P, gFb, n, n, n, true, false, T(1), false);      // g_F = g_X^T P
-        put_step(am, gm_out, sm_stride, n, t);
-        put_step(aP, gP_out, sP_stride, nn, t);
-        put_step(gmpb, gmp_out, pm_stride, n, t);
-        put_step(gPpb, gPp_out, pP_stride, nn, t);
-        put_step(gFb, gF_out, pP_stride, nn, t);
+        scatter(am, n, b0, B, gm_out + t * n, sm_stride);
+        scatter(aP, nn, b0, B, gP_out + t * nn, sP_stride);
+        scatter(gmpb, n, b0, B, gmp_out + t * n, pm_stride);
+        scatter(gPpb, nn, b0, B, gPp_out + t * nn, pP_stride);
+        scatter(gFb, nn, b0, B, gF_out + t * nn, pP_stride);
       }
     });
   });
