@@ -11,10 +11,11 @@ that ignores ``z``.
 
 Everything is batched over ``B`` and differentiable with respect to every input and the
 transition's parameters. On the CPU :func:`kalman_smoother` runs its steps through fused C++
-kernels with their own backward passes (:mod:`latentworld.probability.kalman_kernels`), elsewhere,
-or where those cannot be built, as eager torch ops; both compute the same formulas. Covariances are kept symmetric and positive
-definite with a Joseph-form filter update, a Joseph-form smoother step and a small jitter on
-the innovation covariance; nothing is ever inverted (Cholesky factors and solves only).
+kernels with their own backward passes (:mod:`latentworld.probability.kalman_kernels`); elsewhere,
+or where those cannot be built, as eager torch ops. Both compute the same formulas. Covariances
+are kept symmetric and positive definite with a Joseph-form filter update, a Joseph-form smoother
+step and a small jitter on the innovation covariance; nothing is ever inverted (Cholesky factors
+and solves only).
 """
 
 from __future__ import annotations
