@@ -24,34 +24,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import torch
 from torch import Tensor
 
+from envs.real_env import RealEnv, wrap_angle
 from latentworld.common.data import SequenceDataset
 from latentworld.common.fileio import atomic_write_bytes
-from latentworld.evaluation.metrics import ols_r2, smoothed_means
+from latentworld.evaluation.metrics import ols_r2, pooled_r2, smoothed_means
 from latentworld.experiment.checkpoint import load_model, load_model_data
-
-
-def wrap(angle: Tensor) -> Tensor:
-    """Angles to [-π, π)."""
-    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
 def feature_angles(features: Tensor, n_joints: int) -> Tensor:
     """Joint angles ``(..., J)`` from (cos, sin) features ``(..., 2J)``, the data sets' layout."""
     pairs = features.unflatten(-1, (n_joints, 2))
     return torch.atan2(pairs[..., 1], pairs[..., 0])
-
-
-def r2(predicted: Tensor, true: Tensor) -> float:
-    """1 − SSE/SST of a prediction without a fit."""
-    return float(1 - (true - predicted).pow(2).sum() / (true - true.mean()).pow(2).sum())
 
 
 @torch.no_grad()
@@ -81,8 +72,8 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset)
                for name, f in features.items()}
         if decoded_angles is not None:
             joint = velocity_dims.index(column)  # velocities are listed in the joints' order
-            rate = wrap(decoded_angles[:, 1:, joint] - decoded_angles[:, :-1, joint]) / meta["dt"]
-            row["finite_difference"] = r2(rate, target["test"][..., 0])
+            rate = wrap_angle(decoded_angles[:, 1:, joint] - decoded_angles[:, :-1, joint]) / meta["dt"]
+            row["finite_difference"] = pooled_r2(rate.reshape(-1, 1), target["test"].reshape(-1, 1))
         results[names[column]] = row
     return results
 
@@ -92,10 +83,6 @@ def inverse_mass_range(data: SequenceDataset) -> dict[str, list[float]] | None:
     (None unless the data come from the reacher)."""
     if data.metadata["name"] not in ("reacher_angles", "reacher_rgb"):
         return None
-    import mujoco
-
-    from envs import RealEnv
-
     env = RealEnv(data.metadata["name"])
     try:
         model, state = env.physics.model.ptr, env.physics.data.ptr

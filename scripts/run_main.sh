@@ -49,7 +49,7 @@ else
 fi
 python -m agents evaluate "$policy" --episodes "$episodes"
 
-# The reacher loop on the shipped model (training one takes ~17 min: scripts/bench_reacher.py). Its data
+# The reacher loop on the shipped model (training one takes ~6 min: scripts/bench_reacher.py). Its data
 # set gives the policy's start states and training goals.
 if [ ! -f data/reacher_angles.npz ]; then
   python -m envs.generate reacher_angles --out data/reacher_angles.npz

@@ -18,14 +18,13 @@ gl_packages=(libegl1 libegl-mesa0 libgl1-mesa-dri)
 # A C++ compiler and ninja build the fused Kalman kernels on first use (several times faster training
 # on the CPU); without them the smoother runs its eager torch form, so they are not required.
 build_packages=(g++ ninja-build)
-missing=()
-missing_build=()
-for pkg in "${gl_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-for pkg in "${build_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing_build+=("$pkg")
-done
+not_installed() {  # prints those of the named Debian packages that are not installed
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || echo "$pkg"
+  done
+}
+mapfile -t missing < <(not_installed "${gl_packages[@]}")
+mapfile -t missing_build < <(not_installed "${build_packages[@]}")
 if [ "${#missing[@]}" -gt 0 ] || [ "${#missing_build[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "[setup] installing Debian packages: ${missing[*]} ${missing_build[*]}"

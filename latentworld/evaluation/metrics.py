@@ -66,6 +66,13 @@ PAPER_TABLE_2 = {  # pendulum (image data), paper Table 2: models whose transiti
 PAPER_TABLES["pendulum"] = {**PAPER_TABLE_1A, **PAPER_TABLE_2}
 
 
+def pooled_r2(predicted: Tensor, target: Tensor) -> float:
+    """1 − SSE/SST pooled over all columns, in float64. Args: predicted, target ``(N, Dy)``."""
+    residual = target.double() - predicted.double()
+    total = target.double() - target.double().mean(0)
+    return float(1.0 - residual.pow(2).sum() / total.pow(2).sum())
+
+
 def ols_r2(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> float:
     """Pooled R² of an OLS fit with intercept, fitted on train, scored on test.
 
@@ -75,9 +82,7 @@ def ols_r2(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> 
         return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
 
     coef = torch.linalg.lstsq(design(x_train.double()), y_train.double()).solution
-    residual = y_test.double() - design(x_test.double()) @ coef
-    total = y_test.double() - y_test.double().mean(0)
-    return float(1.0 - residual.pow(2).sum() / total.pow(2).sum())
+    return pooled_r2(design(x_test.double()) @ coef, y_test)
 
 
 def knn_r2(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, k: int = 10, chunk: int = 512
@@ -92,9 +97,7 @@ def knn_r2(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, k: 
     k = min(k, len(train))
     predicted = torch.cat([y_train[torch.cdist(test[i:i + chunk], train).topk(k, largest=False).indices].mean(1)
                            for i in range(0, len(test), chunk)])
-    residual = y_test.double() - predicted.double()
-    total = y_test.double() - y_test.double().mean(0)
-    return float(1.0 - residual.pow(2).sum() / total.pow(2).sum())
+    return pooled_r2(predicted, y_test)
 
 
 def limited_angles(metadata: dict[str, Any]) -> list[str]:

@@ -140,7 +140,7 @@ class FusedUpdate(torch.autograd.Function):
         mean, cov, H, chol, gain_t, white = ctx.saved_tensors
         return tuple(kernels().update_backward(
             _zeros_if_none(g_mean, mean), _zeros_if_none(g_cov, cov), _zeros_if_none(g_ll, mean[:, 0]),
-            mean, cov, H, chol, gain_t, white))
+            mean, cov, H, chol, gain_t, white, ctx.needs_input_grad[3]))
 
 
 class FusedPredict(torch.autograd.Function):

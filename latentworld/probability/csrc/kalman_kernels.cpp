@@ -118,21 +118,33 @@ void cholesky(const Lanes<T>* S, Lanes<T>* L, int d) {
   }
 }
 
-// X (d x c) = (L L^T)^{-1} Y for the lower factor L; X may alias Y.
+// X (d x c) = L^{-1} Y for the lower factor L; X may alias Y.
 template <typename T>
-void cholesky_solve(const Lanes<T>* L, const Lanes<T>* Y, Lanes<T>* X, int d, int c) {
-  for (int col = 0; col < c; ++col) {
-    for (int i = 0; i < d; ++i) {  // L v = y
+void forward_solve(const Lanes<T>* L, const Lanes<T>* Y, Lanes<T>* X, int d, int c) {
+  for (int col = 0; col < c; ++col)
+    for (int i = 0; i < d; ++i) {
       Lanes<T> s = Y[i * c + col];
       for (int l = 0; l < i; ++l) s -= L[i * d + l] * X[l * c + col];
       X[i * c + col] = s / L[i * d + i];
     }
-    for (int i = d - 1; i >= 0; --i) {  // L^T x = v
+}
+
+// X <- L^{-T} X in place (d x c).
+template <typename T>
+void back_solve(const Lanes<T>* L, Lanes<T>* X, int d, int c) {
+  for (int col = 0; col < c; ++col)
+    for (int i = d - 1; i >= 0; --i) {
       Lanes<T> s = X[i * c + col];
       for (int l = i + 1; l < d; ++l) s -= L[l * d + i] * X[l * c + col];
       X[i * c + col] = s / L[i * d + i];
     }
-  }
+}
+
+// X (d x c) = (L L^T)^{-1} Y for the lower factor L; X may alias Y.
+template <typename T>
+void cholesky_solve(const Lanes<T>* L, const Lanes<T>* Y, Lanes<T>* X, int d, int c) {
+  forward_solve(L, Y, X, d, c);
+  back_solve(L, X, d, c);
 }
 
 template <typename T>
@@ -242,16 +254,14 @@ std::vector<torch::Tensor> update_forward(torch::Tensor mean, torch::Tensor cov,
       cholesky_solve(L, C, KT, d, n);                          // K^T = S^{-1} C
       gemm(h, m, y, d, n, 1, false, false, T(-1), false);      // y = a - H m
       for (int i = 0; i < d; ++i) y[i] += x[i];
+      forward_solve(L, y, w, d, 1);                            // L^{-1} y: the log-likelihood's half
       V log_det(T(0)), quad(T(0));
-      for (int i = 0; i < d; ++i) {                            // L^{-1} y for the log-likelihood
-        V s = y[i];
-        for (int l = 0; l < i; ++l) s -= L[i * d + l] * w[l];
-        w[i] = s / L[i * d + i];
+      for (int i = 0; i < d; ++i) {
         quad += w[i] * w[i];
         log_det += log_lanes(L[i * d + i]);
       }
       ll[0] = T(-0.5) * (quad + T(d * kLog2Pi)) - log_det;
-      cholesky_solve(L, y, w, d, 1);                           // w = S^{-1} y
+      back_solve(L, w, d, 1);                                  // w = L^{-T} L^{-1} y = S^{-1} y
       for (int j = 0; j < n; ++j) mo[j] = m[j];                // m' = m + K y
       gemm(KT, y, mo, n, d, 1, true, false, T(1), true);
       // Joseph form: (I - K H) P (I - K H)^T + K R K^T, made exactly symmetric.
@@ -273,17 +283,20 @@ std::vector<torch::Tensor> update_forward(torch::Tensor mean, torch::Tensor cov,
   return {new_mean, new_cov, log_lik, chol, gain_t, white};
 }
 
-// Backward of update_forward. Returns grads of mean, cov, a, H, R (H's and R's summed over the batch).
+// Backward of update_forward. Returns grads of mean, cov, a, H, R (H's and R's summed over the batch;
+// H's only with want_H: the EKVAE's H is fixed, and its gradient is a third of this function's work).
 std::vector<torch::Tensor> update_backward(torch::Tensor g_mean, torch::Tensor g_cov, torch::Tensor g_ll,
                                            torch::Tensor mean, torch::Tensor cov, torch::Tensor H,
-                                           torch::Tensor chol, torch::Tensor gain_t, torch::Tensor white) {
+                                           torch::Tensor chol, torch::Tensor gain_t, torch::Tensor white,
+                                           bool want_H) {
   g_mean = rows(g_mean); g_cov = rows(g_cov); g_ll = g_ll.contiguous();
   mean = rows(mean); cov = rows(cov); H = H.contiguous();
   const int64_t B = mean.size(0);
   const int n = mean.size(1), d = H.size(0);
   auto gm = torch::empty_like(mean), gP = torch::empty_like(cov), ga = torch::empty({B, d}, mean.options());
   // Per batch element, summed at the end.
-  auto gH = torch::empty({B, d, n}, mean.options()), gR = torch::empty({B, d, d}, mean.options());
+  auto gH = want_H ? torch::empty({B, d, n}, mean.options()) : torch::Tensor();
+  auto gR = torch::empty({B, d, d}, mean.options());
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "update_backward", [&] {
     using T = scalar_t;
     using V = Lanes<T>;
@@ -292,7 +305,7 @@ std::vector<torch::Tensor> update_backward(torch::Tensor g_mean, torch::Tensor g
     const T *m_in = mean.data_ptr<T>(), *P_in = cov.data_ptr<T>(), *L_in = chol.data_ptr<T>();
     const T *KT_in = gain_t.data_ptr<T>(), *w_in = white.data_ptr<T>();
     T *gm_out = gm.data_ptr<T>(), *gP_out = gP.data_ptr<T>(), *ga_out = ga.data_ptr<T>();
-    T *gH_out = gH.data_ptr<T>(), *gR_out = gR.data_ptr<T>();
+    T *gH_out = want_H ? gH.data_ptr<T>() : nullptr, *gR_out = gR.data_ptr<T>();
     const int64_t total = 2 * n + 1 + 3 * n * n + 3 * d * d + 2 * d + 6 * d * n + d;
     for_chunks<T>(B, total, [&](int64_t b0, V* buf) {
       V *gmo = buf, *m = gmo + n, *gl = m + n, *gPo = gl + 1, *P = gPo + n * n, *Gs = P + n * n;
@@ -328,18 +341,20 @@ std::vector<torch::Tensor> update_backward(torch::Tensor g_mean, torch::Tensor g
       gemm(gS, h, tmp, d, d, n, false, false, T(1), false);
       gemm(h, tmp, gPo, n, d, n, true, false, T(1), true);
       symmetrise(gPo, n);  // the gradient among symmetric matrices, as torch's Cholesky backward gives
-      gemm(h, P, C, d, n, n, false, false, T(1), false);        // g_H = g_C P + 2 g_S C - g_y m^T
-      gemm(gC, P, gHb, d, n, n, false, false, T(1), false);
-      gemm(gS, C, gHb, d, d, n, false, false, T(2), true);
-      gemm(gy, m, gHb, d, 1, n, false, false, T(-1), true);
+      if (want_H) {                                             // g_H = g_C P + 2 g_S C - g_y m^T
+        gemm(h, P, C, d, n, n, false, false, T(1), false);
+        gemm(gC, P, gHb, d, n, n, false, false, T(1), false);
+        gemm(gS, C, gHb, d, d, n, false, false, T(2), true);
+        gemm(gy, m, gHb, d, 1, n, false, false, T(-1), true);
+        scatter(gHb, d * n, b0, B, gH_out, d * n);
+      }
       scatter(gmo, n, b0, B, gm_out, n);
       scatter(gPo, n * n, b0, B, gP_out, n * n);
       scatter(gy, d, b0, B, ga_out, d);
-      scatter(gHb, d * n, b0, B, gH_out, d * n);
       scatter(gS, d * d, b0, B, gR_out, d * d);                        // g_R = g_S
     });
   });
-  return {gm, gP, ga, gH.sum(0), gR.sum(0)};
+  return {gm, gP, ga, want_H ? gH.sum(0) : gH, gR.sum(0)};
 }
 
 // One prediction: mean' = F m + Bu u, cov' = F P F^T + Q made exactly symmetric.
