@@ -90,16 +90,17 @@ def kalman_inputs(B: int, T: int, dz: int, da: int, du: int, dtype: torch.dtype 
     return a, u, H, R, mean0, cov0
 
 
-def torch_timing(transition: nn.Module, inputs: tuple[Tensor, ...], reps: int, warmup: int, parallel: bool = False
+def torch_timing(transition: nn.Module, inputs: tuple[Tensor, ...], reps: int, warmup: int, **options: bool
                  ) -> tuple[float, float, Tensor]:
     """Median ms of the smoother forward (building the graph, as in training) and forward+backward,
-    and the smoothed means ``(B, T, Dz)`` on the CPU; ``parallel`` runs its parallel-in-time form."""
+    and the smoothed means ``(B, T, Dz)`` on the CPU; ``options`` go to ``kalman_smoother``
+    (``linear_given_inputs``, ``parallel``)."""
     def sync() -> None:
         if inputs[0].is_cuda:
             torch.cuda.synchronize()
 
     def forward() -> Tensor:
-        out = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], parallel=parallel)
+        out = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], **options)
         return out.smoothed_mean.sum() + out.log_likelihood.sum()
 
     def forward_backward() -> None:
@@ -107,7 +108,7 @@ def torch_timing(transition: nn.Module, inputs: tuple[Tensor, ...], reps: int, w
         sync()
 
     with torch.no_grad():
-        means = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], parallel=parallel).smoothed_mean
+        means = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], **options).smoothed_mean
     return (median_ms(lambda: (forward(), sync()), reps, warmup), median_ms(forward_backward, reps, warmup),
             means.cpu())
 
@@ -176,8 +177,12 @@ def bench(T: int, args: argparse.Namespace, with_dynamax: bool) -> dict[str, flo
     moved = tuple(x.detach().to(args.device).requires_grad_(x.requires_grad) for x in inputs)
     row: dict[str, float] = {"T": T}
     linear, mixture = linear.to(args.device), mixture.to(args.device)
-    # The fused kernels serve the CPU; on a GPU both rows run the eager form.
+    # The fused kernels serve the CPU; on a GPU both rows run the eager form. The linear model is run as
+    # its user would declare it (linear given its inputs: the whole filter in one kernel call), and
+    # also step by step, as a transition that may read z.
     row["linear_forward_ms"], row["linear_forward_backward_ms"], ours = torch_timing(
+        linear, moved, args.reps, args.warmup, linear_given_inputs=True)
+    row["linear_stepwise_forward_ms"], row["linear_stepwise_forward_backward_ms"], _ = torch_timing(
         linear, moved, args.reps, args.warmup)
     row["ekvae_forward_ms"], row["ekvae_forward_backward_ms"], _ = torch_timing(
         mixture, moved, args.reps, args.warmup)
@@ -224,7 +229,8 @@ def main() -> None:
     # Other processes on the same cores inflate the timings; the load is recorded beside them.
     load_before = os.getloadavg()[0]
     on_cpu = torch.device(args.device).type == "cpu"
-    stem = "kalman_timing" if on_cpu else f"kalman_timing_{torch.device(args.device).type}"
+    stem = ("kalman_timing" + ("" if on_cpu else f"_{torch.device(args.device).type}")
+            + ("" if args.batch == 64 else f"_batch{args.batch}"))
     with_dynamax = dynamax_available() and on_cpu  # dynamax's numbers are the CPU's
     recorded = {} if with_dynamax or not on_cpu else recorded_dynamax(args.out_dir / f"{stem}.json")
 
@@ -286,7 +292,8 @@ def main() -> None:
             f"{os.cpu_count()} CPUs, 1-minute load average {load_before:.2f} before the run."
         ),
         "",
-        "**Linear model** (constant F, B, Q):",
+        ("**Linear model** (constant F, B, Q), run as linear given its inputs (`linear_given_inputs=True`: "
+         "the transition evaluated once, the whole filter in one call of the fused kernels):"),
         "",
         "| T | dynamax fwd (ms) | dynamax grad (ms) " + header[4:],
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -302,6 +309,11 @@ def main() -> None:
         header,
         rule,
         *(f"| {r['T']} | {cells(r, 'ekvae')} |" for r in rows),
+        "",
+        ("*Ours, step by step* (the linear model run as a transition that may read z: one kernel call "
+         "per update and per prediction, Python between them, as for the EKVAE): "
+         + "; ".join(f"T = {r['T']}: {r['linear_stepwise_forward_ms']:.2f} / "
+                     f"{r['linear_stepwise_forward_backward_ms']:.2f} ms" for r in rows) + " (fwd / fwd+bwd)."),
         "",
         ("*Parallel* (our parallel-in-time form, `parallel=True`, linear model; meant for GPUs): "
          + "; ".join(f"T = {r['T']}: {r['linear_parallel_forward_ms']:.2f} / "

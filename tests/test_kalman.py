@@ -148,16 +148,16 @@ def random_problem(
     [(3, 6, 4, 2, 1), (2, 5, 2, 4, 3), (2, 1, 3, 3, 2), (2, 8, 5, 5, 2), (1, 10, 3, 1, 1), (2, 9, 5, 5, 2),
      (2, 2, 3, 2, 1)],
 )
-@pytest.mark.parametrize("form", [*FORMS, "parallel"])
+@pytest.mark.parametrize("form", [*FORMS, "whole filter", "parallel"])
 def test_linear_matches_dense_conditioning(
     action_dependent: bool, B: int, T: int, Dz: int, Da: int, Du: int, form: str
 ) -> None:
     gen = torch.Generator().manual_seed(B * 1000 + T * 100 + Dz * 10 + Da + action_dependent)
     p = random_problem(gen, B, T, Dz, Da, Du)
     transition = linear_transition(gen, Dz, Du, action_dependent)
-    with in_form("fused" if form == "parallel" else form):
+    with in_form("eager" if form == "eager" else "fused"):
         got = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"],
-                              parallel=form == "parallel")
+                              linear_given_inputs=form == "whole filter", parallel=form == "parallel")
     want = dense_reference(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
     for name in KalmanResult._fields:
         assert getattr(got, name).dtype == F64
@@ -375,6 +375,72 @@ def test_fused_kernels_agree_with_the_eager_form_in_every_output_and_gradient(B:
         if name == "R":  # a covariance: compare the gradient among symmetric matrices
             got, want = 0.5 * (got + got.mT), 0.5 * (want + want.mT)
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("B,T", [(5, 7), (9, 2), (1, 4)])
+def test_whole_filter_kernel_agrees_with_the_eager_form_in_every_output_and_gradient(B: int, T: int) -> None:
+    # The KVAE's case: a mixture of base matrices whose weights read only the inputs, declared with
+    # linear_given_inputs; H is learned here, so its gradient is checked too.
+    gen = torch.Generator().manual_seed(10 * B + T)
+    Dz, Da, Du, M = 4, 2, 2, 3
+    p = random_problem(gen, B, T, Dz, Da, Du)
+    theta = 0.5 * torch.randn(M, Dz, Dz, generator=gen, dtype=F64)
+    W = torch.randn(Du, M, generator=gen, dtype=F64)
+    B0 = torch.randn(M, Dz, Du, generator=gen, dtype=F64)
+    q = torch.full((Dz,), 0.2, dtype=F64)
+    c_factor = torch.linalg.cholesky(p["cov0"])
+    inputs = [x.requires_grad_() for x in (p["a"], p["u"], p["H"], p["R"], p["mean0"], c_factor, theta, W, B0, q)]
+    weights = [torch.randn(shape, generator=gen, dtype=F64)
+               for shape in ((B, T, Dz), (B, T, Dz, Dz), (B, T, Dz), (B, T, Dz, Dz), (B,))]
+
+    def outputs_and_gradients(**options: bool) -> tuple[KalmanResult, tuple[Tensor, ...]]:
+        a, u, H, R, mean0, c_factor, theta, W, B0, q = inputs
+
+        def transition(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            alpha = torch.softmax(u @ W, -1)
+            return (torch.einsum("bm,mij->bij", alpha, theta), torch.einsum("bm,mij->bij", alpha, B0),
+                    torch.diag_embed(q.expand(z.shape[0], -1)))
+
+        out = kalman_smoother(a, u, transition, H, R, mean0, c_factor @ c_factor.mT, **options)
+        loss = sum((o * w).sum() for o, w in zip(out, weights, strict=True))
+        grads = torch.autograd.grad(loss, inputs)
+        return out, grads
+
+    with in_form("fused"):
+        fused, fused_grads = outputs_and_gradients(linear_given_inputs=True)
+    with in_form("eager"):
+        eager, eager_grads = outputs_and_gradients()
+    for name in KalmanResult._fields:
+        torch.testing.assert_close(getattr(fused, name), getattr(eager, name), rtol=1e-10, atol=1e-11, msg=name)
+    names = ("a", "u", "H", "R", "mean0", "cov0 factor", "theta", "W", "B0", "q")
+    for name, got, want in zip(names, fused_grads, eager_grads, strict=True):
+        if name == "R":
+            got, want = 0.5 * (got + got.mT), 0.5 * (want + want.mT)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_whole_filter_kernel_gradcheck() -> None:
+    gen = torch.Generator().manual_seed(2)
+    B, T, Dz, Da, Du = 2, 4, 2, 2, 1
+    p = random_problem(gen, B, T, Dz, Da, Du)
+    F0 = 0.5 * torch.randn(Dz, Dz, generator=gen, dtype=F64)
+    B0 = torch.randn(Dz, Du, generator=gen, dtype=F64)
+    q_factor = torch.linalg.cholesky(0.3 * random_spd(gen, Dz))
+    inputs = [x.requires_grad_() for x in (p["a"], p["u"], p["H"], p["mean0"], torch.linalg.cholesky(p["cov0"]),
+                                           torch.linalg.cholesky(p["R"]), F0, B0, q_factor)]
+
+    def f(a: Tensor, u: Tensor, H: Tensor, mean0: Tensor, c_factor: Tensor, r_factor: Tensor, F0: Tensor,
+          B0: Tensor, q_factor: Tensor) -> tuple[Tensor, ...]:
+        def transition(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            n = z.shape[0]
+            return F0.expand(n, Dz, Dz), B0.expand(n, Dz, Du), (q_factor @ q_factor.mT).expand(n, Dz, Dz)
+
+        out = kalman_smoother(a, u, transition, H, r_factor @ r_factor.mT, mean0, c_factor @ c_factor.mT,
+                              linear_given_inputs=True)
+        return out.smoothed_mean, out.smoothed_cov, out.filtered_mean, out.filtered_cov, out.log_likelihood
+
+    with in_form("fused"):
+        assert torch.autograd.gradcheck(f, inputs)
 
 
 def test_fused_kernels_report_a_covariance_that_is_not_positive_definite() -> None:

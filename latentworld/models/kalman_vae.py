@@ -222,11 +222,12 @@ class KalmanVAE(StateSpaceModel):
 
         A member whose transition ignores z (``linear_given_inputs``) runs the parallel-in-time smoother
         on a GPU, where it measured 4-17x faster than the sequential one at T >= 60; on a CPU batched
-        products of tiny matrices make it slower, so the sequential one runs there
-        (``docs/results/kalman_timing*.md``).
+        products of tiny matrices make it slower, so the sequential one runs there, its whole filter in
+        one call of the fused kernels (``docs/results/kalman_timing*.md``).
         """
         mean0, cov0 = self.initial_belief(a.shape[0])
         return kalman_smoother(a, v, self.transition, self.H, self.R, mean0, cov0,
+                               linear_given_inputs=self.linear_given_inputs,
                                parallel=self.linear_given_inputs and a.is_cuda)
 
     def posterior(self, x: Tensor, u: Tensor, sample_a: bool = False) -> KalmanResult:

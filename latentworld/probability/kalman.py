@@ -231,6 +231,7 @@ def kalman_smoother(
     cov0: Tensor,
     *,
     jitter: float | None = None,
+    linear_given_inputs: bool = False,
     parallel: bool = False,
 ) -> KalmanResult:
     """Kalman filter forward, RTS smoother backward, with neural linearisation.
@@ -238,10 +239,12 @@ def kalman_smoother(
     The transition is called once per forward step, at the filtered mean ``m_{t|t}`` and
     ``u_t``; the backward pass reuses those matrices.
 
-    With ``parallel=True``, for a transition that does not read z (a linear system, the KVAE): the
-    transition is called once for all steps and both passes run as associative scans in
-    ``ceil(log2 T)`` rounds (:mod:`latentworld.probability.parallel_kalman`); the result is the same
-    up to rounding, much faster for long sequences.
+    With ``linear_given_inputs=True``, for a transition that does not read z (a linear system, the
+    KVAE): the transition is called once for all steps (with zeros for z), and on the CPU the whole
+    filter runs in one call of the fused kernels, with no Python between steps. With ``parallel=True``
+    (which implies it) both passes run as associative scans in ``ceil(log2 T)`` rounds
+    (:mod:`latentworld.probability.parallel_kalman`), much faster for long sequences on a GPU. The
+    results are the same up to rounding.
 
     Args:
         a: ``(B, T, Da)`` pseudo-observations.
@@ -252,6 +255,7 @@ def kalman_smoother(
         mean0: ``(B, Dz)`` prior mean of ``z_1`` (the first step is an update only).
         cov0: ``(B, Dz, Dz)`` prior covariance of ``z_1``.
         jitter: see :func:`kalman_update`.
+        linear_given_inputs: the transition ignores z (evaluate it once for all steps).
         parallel: run the parallel-in-time form (only for a transition that ignores z).
 
     Returns:
@@ -282,6 +286,8 @@ def kalman_smoother(
 
         return parallel_kalman_smoother(a, u, transition, H, R, mean0, cov0)
     if kalman_kernels.usable(a, u, H, R, mean0, cov0):
+        if linear_given_inputs and a.shape[1] > 1:
+            return _fused_sequence_smoother(a, u, transition, H, R, mean0, cov0)
         return _fused_smoother(a, u, transition, H, R, mean0, cov0)
     a_steps, u_steps = a.unbind(1), u.unbind(1)
     T = len(a_steps)
@@ -353,4 +359,28 @@ def _fused_smoother(a: Tensor, u: Tensor, transition: Transition, H: Tensor, R: 
     smoothed_mean, smoothed_cov = kalman_kernels.FusedRts.apply(
         filtered_mean, filtered_cov, torch.stack(pred_means, 1), torch.stack(pred_covs, 1), torch.stack(Fs, 1),
         torch.stack(Qs, 1))
+    return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)
+
+
+def transitions_given_inputs(transition: Transition, u: Tensor, dz: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Every step's matrices of a transition that ignores z, in one call (zeros for z).
+
+    Args: u ``(B, T, Du)`` (``u[:, -1]`` is unused), dz = Dz.
+
+    Returns: ``F (B, T-1, Dz, Dz)``, ``Bu (B, T-1, Dz, Du)``, ``Q (B, T-1, Dz, Dz)``.
+    """
+    B, T, du = u.shape
+    steps = u[:, :-1].reshape(-1, du)
+    F, Bu, Q = transition(torch.zeros(len(steps), dz, dtype=u.dtype, device=u.device), steps)
+    return F.view(B, T - 1, dz, dz), Bu.view(B, T - 1, dz, du), Q.view(B, T - 1, dz, dz)
+
+
+def _fused_sequence_smoother(a: Tensor, u: Tensor, transition: Transition, H: Tensor, R: Tensor, mean0: Tensor,
+                             cov0: Tensor) -> KalmanResult:
+    """:func:`kalman_smoother` for a transition that ignores z, through the fused kernels (``R`` already
+    jittered, T >= 2): one call for the whole filter, one for the whole RTS pass."""
+    F, Bu, Q = transitions_given_inputs(transition, u, mean0.shape[-1])
+    filtered_mean, filtered_cov, log_likelihood, pred_mean, pred_cov = kalman_kernels.FusedFilter.apply(
+        a, F, Bu, u[:, :-1], Q, H, R, mean0, cov0)
+    smoothed_mean, smoothed_cov = kalman_kernels.FusedRts.apply(filtered_mean, filtered_cov, pred_mean, pred_cov, F, Q)
     return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)

@@ -161,6 +161,34 @@ class FusedPredict(torch.autograd.Function):
                                                 mean, cov, F, Bu, u))
 
 
+class FusedFilter(torch.autograd.Function):
+    """The whole filter in one call, for a transition that does not read the state: ``a (B, T, d)`` (T >= 2),
+    step t's ``F (B, T-1, n, n)``, ``Bu (B, T-1, n, k)``, acting action ``u (B, T-1, k)``, ``Q (B, T-1, n, n)``,
+    ``H``, ``R`` (already jittered), ``mean0 (B, n)``, ``cov0 (B, n, n)`` -> filtered mean ``(B, T, n)`` and
+    cov ``(B, T, n, n)``, log-likelihood ``(B,)``, predicted mean ``(B, T-1, n)`` and cov ``(B, T-1, n, n)``.
+    The same arithmetic as :class:`FusedUpdate` and :class:`FusedPredict` step by step, without returning to
+    Python between steps."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, a: Tensor, F: Tensor, Bu: Tensor, u: Tensor, Q: Tensor, H: Tensor, R: Tensor,
+                mean0: Tensor, cov0: Tensor) -> tuple[Tensor, ...]:
+        mean, cov, log_lik, pred_mean, pred_cov, chol, gain_t, white = kernels().filter_forward(
+            a, F, Bu, u, Q, H, R, mean0, cov0)
+        ctx.save_for_backward(F, Bu, u, H, mean0, cov0, mean, cov, pred_mean, pred_cov, chol, gain_t, white)
+        return mean, cov, log_lik, pred_mean, pred_cov
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, g_mean: Tensor | None, g_cov: Tensor | None, g_ll: Tensor | None,
+                 g_pred_mean: Tensor | None, g_pred_cov: Tensor | None) -> tuple[Tensor | None, ...]:
+        F, Bu, u, H, mean0, cov0, mean, cov, pred_mean, pred_cov, chol, gain_t, white = ctx.saved_tensors
+        grads = kernels().filter_backward(
+            _zeros_if_none(g_mean, mean), _zeros_if_none(g_cov, cov), _zeros_if_none(g_ll, mean[:, 0, 0]),
+            _zeros_if_none(g_pred_mean, pred_mean), _zeros_if_none(g_pred_cov, pred_cov), F, Bu, u, H, mean0, cov0,
+            mean, cov, pred_mean, pred_cov, chol, gain_t, white, ctx.needs_input_grad[5])
+        return tuple(grads)
+
+
 class FusedRts(torch.autograd.Function):
     """The RTS pass: filtered ``mean (B, T, n)``, ``cov (B, T, n, n)``, predicted ``pred_mean (B, T-1, n)``,
     ``pred_cov``, ``F``, ``Q (B, T-1, n, n)`` -> smoothed mean ``(B, T, n)`` and covariance ``(B, T, n, n)``."""

@@ -31,6 +31,7 @@ from latentworld.probability.kalman import (
     _symmetric_baddbmm,
     _symmetrise,
     _update,
+    transitions_given_inputs,
 )
 
 FilterElements = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -134,15 +135,13 @@ def parallel_kalman_smoother(a: Tensor, u: Tensor, transition: Transition, H: Te
         The :class:`KalmanResult`, equal to the sequential one up to rounding.
     """
     B, T, _ = a.shape
-    dz, du = mean0.shape[-1], u.shape[-1]
+    dz = mean0.shape[-1]
     if T == 1:
         mean, cov, innovation, chol = _update(mean0, cov0, a[:, 0], H, R)
         log_lik = _innovation_log_lik(innovation, chol)
         return KalmanResult(mean[:, None], cov[:, None], mean[:, None], cov[:, None], log_lik)
-    steps = u[:, :-1].reshape(-1, du)
-    F, Bu, Q = transition(torch.zeros(len(steps), dz, dtype=a.dtype, device=a.device), steps)
-    F, Q = F.view(B, T - 1, dz, dz), Q.view(B, T - 1, dz, dz)
-    c = (Bu @ steps.unsqueeze(-1)).view(B, T - 1, dz)
+    F, Bu, Q = transitions_given_inputs(transition, u, dz)
+    c = (Bu @ u[:, :-1].unsqueeze(-1)).squeeze(-1)  # (B, T-1, Dz)
 
     _, b, C, _, _ = _prefix_scan(_filter_elements(a, F, c, Q, H, R, mean0, cov0), _combine_filter)
     filtered_mean, filtered_cov = b.squeeze(-1), C

@@ -212,11 +212,73 @@ torch::Tensor rows(const torch::Tensor& x) {
   return x;
 }
 
+// The same for a (B, T, ...) tensor read step by step: x itself if each step's entries are contiguous
+// (whatever the batch and step strides: an expanded matrix costs nothing), else a contiguous copy.
+torch::Tensor step_rows(const torch::Tensor& x) {
+  int64_t expected = 1;
+  for (int64_t dim = x.dim() - 1; dim >= 2; --dim) {
+    if (x.size(dim) != 1 && x.stride(dim) != expected) return x.contiguous();
+    expected *= x.size(dim);
+  }
+  return x;
+}
+
 void check_cpu(std::initializer_list<const torch::Tensor*> tensors) {
   for (const auto* t : tensors) TORCH_CHECK(t->device().is_cpu(), "kalman kernels: inputs must be on the CPU");
 }
 
 }  // namespace
+
+// Work space of update_lanes, in lanes.
+inline int64_t update_work(int n, int d) { return 2 * d * n + d * d + d + 2 * n * n + n * d; }
+
+// One update on lanes: condition N(m, P) on x = H z + N(0, R) (R already jittered). Writes the posterior
+// mo (n), Po (n, n), the log-likelihood ll (1) and, for the backward, L (d, d), KT = S^{-1} H P (d, n),
+// w = S^{-1} (x - H m) (d); work has update_work(n, d) lanes.
+template <typename T>
+void update_lanes(const Lanes<T>* m, const Lanes<T>* P, const Lanes<T>* x, const T* h, const T* r, int n, int d,
+                  Lanes<T>* mo, Lanes<T>* Po, Lanes<T>* ll, Lanes<T>* L, Lanes<T>* KT, Lanes<T>* w,
+                  Lanes<T>* work) {
+  using V = Lanes<T>;
+  V *C = work, *S = C + d * n, *y = S + d * d, *A = y + d, *AP = A + n * n, *KR = AP + n * n;
+  gemm(h, P, C, d, n, n, false, false, T(1), false);       // C = H P
+  gemm(C, h, S, d, n, d, false, true, T(1), false);        // S = C H^T
+  for (int i = 0; i < d * d; ++i) S[i] += V(r[i]);         //   + R
+  cholesky(S, L, d);
+  cholesky_solve(L, C, KT, d, n);                          // K^T = S^{-1} C
+  gemm(h, m, y, d, n, 1, false, false, T(-1), false);      // y = x - H m
+  for (int i = 0; i < d; ++i) y[i] += x[i];
+  forward_solve(L, y, w, d, 1);                            // L^{-1} y: the log-likelihood's half
+  V log_det(T(0)), quad(T(0));
+  for (int i = 0; i < d; ++i) {
+    quad += w[i] * w[i];
+    log_det += log_lanes(L[i * d + i]);
+  }
+  ll[0] = T(-0.5) * (quad + T(d * kLog2Pi)) - log_det;
+  back_solve(L, w, d, 1);                                  // w = L^{-T} L^{-1} y = S^{-1} y
+  for (int j = 0; j < n; ++j) mo[j] = m[j];                // m' = m + K y
+  gemm(KT, y, mo, n, d, 1, true, false, T(1), true);
+  // Joseph form: (I - K H) P (I - K H)^T + K R K^T, made exactly symmetric.
+  gemm(KT, h, A, n, d, n, true, false, T(-1), false);      // A = -K H
+  for (int i = 0; i < n; ++i) A[i * n + i] += V(T(1));     //   + I
+  gemm(A, P, AP, n, n, n, false, false, T(1), false);
+  gemm(AP, A, Po, n, n, n, false, true, T(1), false);      // A P A^T
+  gemm(KT, r, KR, n, d, d, true, false, T(1), false);      // K R
+  gemm(KR, KT, Po, n, d, n, false, false, T(1), true);
+  symmetrise(Po, n);
+}
+
+// One prediction on lanes: mo = F m + Bu x, Po = F P F^T + Q made exactly symmetric; Po must hold Q on
+// entry; work has n * n lanes.
+template <typename T>
+void predict_lanes(const Lanes<T>* m, const Lanes<T>* P, const Lanes<T>* Fm, const Lanes<T>* Bm, const Lanes<T>* x,
+                   int n, int k, Lanes<T>* mo, Lanes<T>* Po, Lanes<T>* work) {
+  gemm(Bm, x, mo, n, k, 1, false, false, T(1), false);
+  gemm(Fm, m, mo, n, n, 1, false, false, T(1), true);
+  gemm(Fm, P, work, n, n, n, false, false, T(1), false);
+  gemm(work, Fm, Po, n, n, n, false, true, T(1), true);
+  symmetrise(Po, n);
+}
 
 // One update: condition N(mean, cov) on a = H z + N(0, R). R must already be jittered.
 // Returns mean' (B, n), cov' (B, n, n), log_lik (B,), and for the backward chol (B, d, d),
@@ -237,41 +299,14 @@ std::vector<torch::Tensor> update_forward(torch::Tensor mean, torch::Tensor cov,
     const T *m_in = mean.data_ptr<T>(), *P_in = cov.data_ptr<T>(), *a_in = a.data_ptr<T>();
     T *m_out = new_mean.data_ptr<T>(), *P_out = new_cov.data_ptr<T>(), *ll_out = log_lik.data_ptr<T>();
     T *L_out = chol.data_ptr<T>(), *KT_out = gain_t.data_ptr<T>(), *w_out = white.data_ptr<T>();
-    const int64_t sizes[] = {n, n * n, d, d * n, d * d, d, d, n * n, n * n, n * d, n * d, d * d, n, n * n, 1};
-    int64_t total = 0;
-    for (auto s : sizes) total += s;
-    for_chunks<T>(B, total, [&](int64_t b0, V* buf) {
-      V *m = buf, *P = m + n, *x = P + n * n, *C = x + d, *S = C + d * n, *y = S + d * d, *w = y + d;
-      V *A = w + d, *AP = A + n * n, *KR = AP + n * n, *KT = KR + n * d, *L = KT + n * d, *mo = L + d * d;
-      V *Po = mo + n, *ll = Po + n * n;
+    const int64_t own = 3 * n + 2 * n * n + d + 1 + d * d + d * n + d;
+    for_chunks<T>(B, own + update_work(n, d), [&](int64_t b0, V* buf) {
+      V *m = buf, *P = m + n, *x = P + n * n, *mo = x + d, *Po = mo + n, *ll = Po + n * n, *L = ll + 1;
+      V *KT = L + d * d, *w = KT + d * n, *work = w + d;
       gather(m_in, n, b0, B, m, mean.stride(0));
       gather(P_in, n * n, b0, B, P, cov.stride(0));
       gather(a_in, d, b0, B, x, a.stride(0));
-      gemm(h, P, C, d, n, n, false, false, T(1), false);       // C = H P
-      gemm(C, h, S, d, n, d, false, true, T(1), false);        // S = C H^T
-      for (int i = 0; i < d * d; ++i) S[i] += V(r[i]);         //   + R
-      cholesky(S, L, d);
-      cholesky_solve(L, C, KT, d, n);                          // K^T = S^{-1} C
-      gemm(h, m, y, d, n, 1, false, false, T(-1), false);      // y = a - H m
-      for (int i = 0; i < d; ++i) y[i] += x[i];
-      forward_solve(L, y, w, d, 1);                            // L^{-1} y: the log-likelihood's half
-      V log_det(T(0)), quad(T(0));
-      for (int i = 0; i < d; ++i) {
-        quad += w[i] * w[i];
-        log_det += log_lanes(L[i * d + i]);
-      }
-      ll[0] = T(-0.5) * (quad + T(d * kLog2Pi)) - log_det;
-      back_solve(L, w, d, 1);                                  // w = L^{-T} L^{-1} y = S^{-1} y
-      for (int j = 0; j < n; ++j) mo[j] = m[j];                // m' = m + K y
-      gemm(KT, y, mo, n, d, 1, true, false, T(1), true);
-      // Joseph form: (I - K H) P (I - K H)^T + K R K^T, made exactly symmetric.
-      gemm(KT, h, A, n, d, n, true, false, T(-1), false);      // A = -K H
-      for (int i = 0; i < n; ++i) A[i * n + i] += V(T(1));     //   + I
-      gemm(A, P, AP, n, n, n, false, false, T(1), false);
-      gemm(AP, A, Po, n, n, n, false, true, T(1), false);      // A P A^T
-      gemm(KT, r, KR, n, d, d, true, false, T(1), false);      // K R
-      gemm(KR, KT, Po, n, d, n, false, false, T(1), true);
-      symmetrise(Po, n);
+      update_lanes(m, P, x, h, r, n, d, mo, Po, ll, L, KT, w, work);
       scatter(mo, n, b0, B, m_out, n);
       scatter(Po, n * n, b0, B, P_out, n * n);
       scatter(ll, 1, b0, B, ll_out, 1);
@@ -291,6 +326,7 @@ std::vector<torch::Tensor> update_backward(torch::Tensor g_mean, torch::Tensor g
                                            bool want_H) {
   g_mean = rows(g_mean); g_cov = rows(g_cov); g_ll = g_ll.contiguous();
   mean = rows(mean); cov = rows(cov); H = H.contiguous();
+  chol = rows(chol); gain_t = rows(gain_t); white = rows(white);
   const int64_t B = mean.size(0);
   const int n = mean.size(1), d = H.size(0);
   auto gm = torch::empty_like(mean), gP = torch::empty_like(cov), ga = torch::empty({B, d}, mean.options());
@@ -317,9 +353,9 @@ std::vector<torch::Tensor> update_backward(torch::Tensor g_mean, torch::Tensor g
       gather(gl_in, 1, b0, B, gl, 1);
       gather(gP_in, n * n, b0, B, gPo, g_cov.stride(0));
       gather(P_in, n * n, b0, B, P, cov.stride(0));
-      gather(L_in, d * d, b0, B, L, d * d);
-      gather(KT_in, d * n, b0, B, KT, d * n);
-      gather(w_in, d, b0, B, w, d);
+      gather(L_in, d * d, b0, B, L, chol.stride(0));
+      gather(KT_in, d * n, b0, B, KT, gain_t.stride(0));
+      gather(w_in, d, b0, B, w, white.stride(0));
       symmetric_part(gPo, Gs, n);
       // P' = P - C^T S^{-1} C and m' = m + C^T w, with C = H P, S = H P H^T + R, w = S^{-1}(a - H m).
       gemm(KT, Gs, KG, d, n, n, false, false, T(1), false);     // K^T Gs
@@ -357,7 +393,7 @@ std::vector<torch::Tensor> update_backward(torch::Tensor g_mean, torch::Tensor g
   return {gm, gP, ga, want_H ? gH.sum(0) : gH, gR.sum(0)};
 }
 
-// One prediction: mean' = F m + Bu u, cov' = F P F^T + Q made exactly symmetric.
+// One prediction: mean' = F m + Bu u, cov' = F P F^T + Q (predict_lanes).
 std::vector<torch::Tensor> predict_forward(torch::Tensor mean, torch::Tensor cov, torch::Tensor F,
                                            torch::Tensor Bu, torch::Tensor u, torch::Tensor Q) {
   check_cpu({&mean, &cov, &F, &Bu, &u, &Q});
@@ -380,11 +416,7 @@ std::vector<torch::Tensor> predict_forward(torch::Tensor mean, torch::Tensor cov
       gather(B_in, n * k, b0, B, Bm, Bu.stride(0));
       gather(u_in, k, b0, B, x, u.stride(0));
       gather(Q_in, n * n, b0, B, Po, Q.stride(0));
-      gemm(Bm, x, mo, n, k, 1, false, false, T(1), false);
-      gemm(Fm, m, mo, n, n, 1, false, false, T(1), true);
-      gemm(Fm, P, FP, n, n, n, false, false, T(1), false);
-      gemm(FP, Fm, Po, n, n, n, false, true, T(1), true);
-      symmetrise(Po, n);
+      predict_lanes(m, P, Fm, Bm, x, n, k, mo, Po, FP);
       scatter(mo, n, b0, B, m_out, n);
       scatter(Po, n * n, b0, B, P_out, n * n);
     });
@@ -585,6 +617,105 @@ std::vector<torch::Tensor> rts_backward(torch::Tensor g_sm, torch::Tensor g_sc, 
   return {gm, gP, gmp, gPp, gF};
 }
 
+// The whole filter in one call, for a transition that does not read the state (a linear system, the
+// KVAE): its matrices are known for every step before filtering starts, so no Python runs between the
+// steps. a (B, T, d), T >= 2; F, Q (B, T-1, n, n), Bu (B, T-1, n, k), u (B, T-1, k): step t's
+// prediction z_{t+1} = F_t z_t + Bu_t u_t; mean0 (B, n), cov0 (B, n, n): the prior of z_1. Returns the
+// filtered mean (B, T, n) and cov (B, T, n, n), the log-likelihood summed over steps (B,), the
+// predictions pred_mean (B, T-1, n) and pred_cov (B, T-1, n, n) and, for the backward, every update's
+// chol (B, T, d, d), gain_t (B, T, d, n) and white (B, T, d).
+std::vector<torch::Tensor> filter_forward(torch::Tensor a, torch::Tensor F, torch::Tensor Bu, torch::Tensor u,
+                                          torch::Tensor Q, torch::Tensor H, torch::Tensor R, torch::Tensor mean0,
+                                          torch::Tensor cov0) {
+  check_cpu({&a, &F, &Bu, &u, &Q, &H, &R, &mean0, &cov0});
+  const int64_t B = a.size(0), steps = a.size(1);
+  TORCH_CHECK(steps >= 2, "filter_forward: needs T >= 2 steps");
+  a = step_rows(a); F = step_rows(F); Bu = step_rows(Bu); u = step_rows(u); Q = step_rows(Q);
+  mean0 = rows(mean0); cov0 = rows(cov0); H = H.contiguous(); R = R.contiguous();
+  const int n = mean0.size(1), d = a.size(2), k = u.size(2), nn = n * n;
+  auto opts = a.options();
+  auto mean = torch::empty({B, steps, n}, opts), cov = torch::empty({B, steps, n, n}, opts);
+  auto log_lik = torch::empty({B}, opts), pred_mean = torch::empty({B, steps - 1, n}, opts);
+  auto pred_cov = torch::empty({B, steps - 1, n, n}, opts), chol = torch::empty({B, steps, d, d}, opts);
+  auto gain_t = torch::empty({B, steps, d, n}, opts), white = torch::empty({B, steps, d}, opts);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "filter_forward", [&] {
+    using T = scalar_t;
+    using V = Lanes<T>;
+    const T *h = H.data_ptr<T>(), *r = R.data_ptr<T>(), *a_in = a.data_ptr<T>(), *F_in = F.data_ptr<T>();
+    const T *B_in = Bu.data_ptr<T>(), *u_in = u.data_ptr<T>(), *Q_in = Q.data_ptr<T>();
+    const T *m0_in = mean0.data_ptr<T>(), *P0_in = cov0.data_ptr<T>();
+    T *m_out = mean.data_ptr<T>(), *P_out = cov.data_ptr<T>(), *ll_out = log_lik.data_ptr<T>();
+    T *mp_out = pred_mean.data_ptr<T>(), *Pp_out = pred_cov.data_ptr<T>(), *L_out = chol.data_ptr<T>();
+    T *KT_out = gain_t.data_ptr<T>(), *w_out = white.data_ptr<T>();
+    const int64_t own = 2 * n + 2 * nn + d + 2 * nn + n * k + k + 2 + d * d + d * n + d;
+    for_chunks<T>(B, own + std::max<int64_t>(update_work(n, d), nn), [&](int64_t b0, V* buf) {
+      V *m = buf, *P = m + n, *mo = P + nn, *Po = mo + n, *x = Po + nn, *Fm = x + d, *Bm = Fm + nn;
+      V *xu = Bm + n * k, *ll = xu + k, *total = ll + 1, *L = total + 1, *KT = L + d * d, *w = KT + d * n;
+      V* work = w + d;
+      gather(m0_in, n, b0, B, m, mean0.stride(0));
+      gather(P0_in, nn, b0, B, P, cov0.stride(0));
+      total[0] = V(T(0));
+      for (int64_t t = 0; t < steps; ++t) {
+        gather(a_in + t * a.stride(1), d, b0, B, x, a.stride(0));
+        update_lanes(m, P, x, h, r, n, d, mo, Po, ll, L, KT, w, work);
+        total[0] += ll[0];
+        scatter(mo, n, b0, B, m_out + t * n, steps * n);
+        scatter(Po, nn, b0, B, P_out + t * nn, steps * nn);
+        scatter(L, d * d, b0, B, L_out + t * d * d, steps * d * d);
+        scatter(KT, d * n, b0, B, KT_out + t * d * n, steps * d * n);
+        scatter(w, d, b0, B, w_out + t * d, steps * d);
+        if (t + 1 == steps) break;
+        gather(F_in + t * F.stride(1), nn, b0, B, Fm, F.stride(0));
+        gather(B_in + t * Bu.stride(1), n * k, b0, B, Bm, Bu.stride(0));
+        gather(u_in + t * u.stride(1), k, b0, B, xu, u.stride(0));
+        gather(Q_in + t * Q.stride(1), nn, b0, B, P, Q.stride(0));   // the prediction's cov starts as Q
+        predict_lanes(mo, Po, Fm, Bm, xu, n, k, m, P, work);
+        scatter(m, n, b0, B, mp_out + t * n, (steps - 1) * n);
+        scatter(P, nn, b0, B, Pp_out + t * nn, (steps - 1) * nn);
+      }
+      scatter(total, 1, b0, B, ll_out, 1);
+    });
+  });
+  return {mean, cov, log_lik, pred_mean, pred_cov, chol, gain_t, white};
+}
+
+// Backward of filter_forward: from the grads of its five outputs (g_ll (B,) reaches every step's
+// log-likelihood) to the grads of a, F, Bu, u, Q, H (only with want_H), R, mean0, cov0; step by step
+// backwards in time, through the same per-step backward kernels as the filter in Python.
+std::vector<torch::Tensor> filter_backward(torch::Tensor g_mean, torch::Tensor g_cov, torch::Tensor g_ll,
+                                           torch::Tensor g_pred_mean, torch::Tensor g_pred_cov, torch::Tensor F,
+                                           torch::Tensor Bu, torch::Tensor u, torch::Tensor H, torch::Tensor mean0,
+                                           torch::Tensor cov0, torch::Tensor mean, torch::Tensor cov,
+                                           torch::Tensor pred_mean, torch::Tensor pred_cov, torch::Tensor chol,
+                                           torch::Tensor gain_t, torch::Tensor white, bool want_H) {
+  const int64_t steps = mean.size(1);
+  std::vector<torch::Tensor> ga(steps), gF(steps - 1), gB(steps - 1), gu(steps - 1), gQ(steps - 1);
+  torch::Tensor gH, gR, g_mean0, g_cov0;
+  torch::Tensor gm_later, gP_later;  // grads reaching the filtered belief at t through prediction t
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    auto gm = g_mean.select(1, t), gP = g_cov.select(1, t);
+    if (t + 1 < steps) { gm = gm + gm_later; gP = gP + gP_later; }
+    const bool first = t == 0;
+    auto up = update_backward(gm, gP, g_ll, first ? mean0 : pred_mean.select(1, t - 1),
+                              first ? cov0 : pred_cov.select(1, t - 1), H, chol.select(1, t),
+                              gain_t.select(1, t), white.select(1, t), want_H);
+    ga[t] = up[2];
+    if (want_H) gH = gH.defined() ? gH + up[3] : up[3];
+    gR = gR.defined() ? gR + up[4] : up[4];
+    if (first) {
+      g_mean0 = up[0]; g_cov0 = up[1];
+      break;
+    }
+    auto pred = predict_backward(up[0] + g_pred_mean.select(1, t - 1), up[1] + g_pred_cov.select(1, t - 1),
+                                 mean.select(1, t - 1), cov.select(1, t - 1), F.select(1, t - 1),
+                                 Bu.select(1, t - 1), u.select(1, t - 1));
+    gm_later = pred[0]; gP_later = pred[1];
+    gF[t - 1] = pred[2]; gB[t - 1] = pred[3]; gu[t - 1] = pred[4]; gQ[t - 1] = pred[5];
+  }
+  return {torch::stack(ga, 1), torch::stack(gF, 1), torch::stack(gB, 1), torch::stack(gu, 1),
+          torch::stack(gQ, 1), gH, gR, g_mean0, g_cov0};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("update_forward", &update_forward);
   m.def("update_backward", &update_backward);
@@ -592,4 +723,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("predict_backward", &predict_backward);
   m.def("rts_forward", &rts_forward);
   m.def("rts_backward", &rts_backward);
+  m.def("filter_forward", &filter_forward);
+  m.def("filter_backward", &filter_backward);
 }
