@@ -6,7 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from latentworld.experiment.config import TrainConfig
+from latentworld.probability import kalman_kernels
 from latentworld.training.trainer import Trainer
+
+# Loaded once by the forkserver that preloads this module, so that no child spends its first
+# tenths of a second on it.
+kalman_kernels.kernels()
 
 
 def resume_training(config: TrainConfig, run_dir: str, started: Any = None) -> None:
