@@ -5,17 +5,20 @@ Two transitions: a linear one (constant F, B, Q: the model dynamax's ``lgssm_smo
 and a neurally linearised one like the EKVAE's (a tiny MLP of the state gives softmax weights
 over M base matrices). dynamax runs jit-compiled, vmapped over the batch, when JAX and dynamax
 are installed (``pip install -e .[bench]``); without them the table shows the dynamax numbers
-recorded in the last report.
+recorded in the last report. All variants are timed in interleaved rounds (see
+:func:`interleaved_medians`), since this kind of machine has slow spells of seconds.
 
-    python scripts/bench_kalman.py [--out-dir docs/results] [--reps 7]
+    python scripts/bench_kalman.py [--out-dir docs/results] [--reps 15] [--batch 64] [--device cuda]
 
 Writes ``kalman_timing.json`` (machine-readable) and ``kalman_timing.md`` (a table) into
-``--out-dir``.
+``--out-dir``; another batch size than 64 writes ``kalman_timing_batch<B>.*``, another device
+``kalman_timing_<device>.*``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -66,15 +69,19 @@ class MixtureTransition(nn.Module):
         return F, Bu, torch.diag_embed(nn.functional.softplus(self.q)).expand(b, dz, dz)
 
 
-def median_ms(fn: Callable[[], object], reps: int, warmup: int) -> float:
+def interleaved_medians(calls: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:
+    """Median ms of each call, timed in rounds: every round runs every call once, so that a slow spell
+    of the machine (frequent here) falls on all of them alike instead of on whichever ran then."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
 
 
 def kalman_inputs(B: int, T: int, dz: int, da: int, du: int, dtype: torch.dtype = torch.float32
@@ -90,31 +97,34 @@ def kalman_inputs(B: int, T: int, dz: int, da: int, du: int, dtype: torch.dtype 
     return a, u, H, R, mean0, cov0
 
 
-def torch_timing(transition: nn.Module, inputs: tuple[Tensor, ...], reps: int, warmup: int, **options: bool
-                 ) -> tuple[float, float, Tensor]:
-    """Median ms of the smoother forward (building the graph, as in training) and forward+backward,
-    and the smoothed means ``(B, T, Dz)`` on the CPU; ``options`` go to ``kalman_smoother``
-    (``linear_given_inputs``, ``parallel``)."""
+def torch_calls(transition: nn.Module, inputs: tuple[Tensor, ...], eager: bool = False, **options: bool
+                ) -> tuple[Callable[[], object], Callable[[], object], Tensor]:
+    """The smoother's forward (building the graph, as in training) and forward+backward as calls to
+    time, and its smoothed means ``(B, T, Dz)`` on the CPU; ``eager`` runs its eager torch form,
+    ``options`` go to ``kalman_smoother`` (``linear_given_inputs``, ``parallel``)."""
+    def form() -> contextlib.AbstractContextManager:
+        return kalman_kernels.eager_only() if eager else contextlib.nullcontext()
+
     def sync() -> None:
         if inputs[0].is_cuda:
             torch.cuda.synchronize()
 
     def forward() -> Tensor:
-        out = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], **options)
+        with form():
+            out = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], **options)
         return out.smoothed_mean.sum() + out.log_likelihood.sum()
 
     def forward_backward() -> None:
         forward().backward()
         sync()
 
-    with torch.no_grad():
+    with torch.no_grad(), form():
         means = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], **options).smoothed_mean
-    return (median_ms(lambda: (forward(), sync()), reps, warmup), median_ms(forward_backward, reps, warmup),
-            means.cpu())
+    return lambda: (forward(), sync()), forward_backward, means.cpu()
 
 
-def dynamax_timing(transition: LinearTransition, inputs: tuple[Tensor, ...], reps: int, warmup: int
-                   ) -> tuple[float, float, Tensor]:
+def dynamax_calls(transition: LinearTransition, inputs: tuple[Tensor, ...]
+                  ) -> tuple[Callable[[], object], Callable[[], object], Tensor]:
     """The same for dynamax's ``lgssm_smoother`` (jit, vmapped over the batch); the gradient is taken
     with respect to the observations, F, B, Q, H and R."""
     import jax
@@ -154,9 +164,8 @@ def dynamax_timing(transition: LinearTransition, inputs: tuple[Tensor, ...], rep
     forward = jax.jit(smooth)
     gradient = jax.jit(jax.grad(objective, argnums=tuple(range(6))))
     args = (a, F, Bm, Q, H, R)
-    fwd = median_ms(lambda: jax.block_until_ready(forward(*args)), reps, warmup)
-    fwd_bwd = median_ms(lambda: jax.block_until_ready(gradient(*args)), reps, warmup)
-    return fwd, fwd_bwd, torch.from_numpy(jax.device_get(forward(*args)[0]).copy())
+    return (lambda: jax.block_until_ready(forward(*args)), lambda: jax.block_until_ready(gradient(*args)),
+            torch.from_numpy(jax.device_get(forward(*args)[0]).copy()))
 
 
 def dynamax_available() -> bool:
@@ -180,25 +189,23 @@ def bench(T: int, args: argparse.Namespace, with_dynamax: bool) -> dict[str, flo
     # The fused kernels serve the CPU; on a GPU both rows run the eager form. The linear model is run as
     # its user would declare it (linear given its inputs: the whole filter in one kernel call), and
     # also step by step, as a transition that may read z.
-    row["linear_forward_ms"], row["linear_forward_backward_ms"], ours = torch_timing(
-        linear, moved, args.reps, args.warmup, linear_given_inputs=True)
-    row["linear_stepwise_forward_ms"], row["linear_stepwise_forward_backward_ms"], _ = torch_timing(
-        linear, moved, args.reps, args.warmup)
-    row["ekvae_forward_ms"], row["ekvae_forward_backward_ms"], _ = torch_timing(
-        mixture, moved, args.reps, args.warmup)
-    with kalman_kernels.eager_only():
-        row["linear_eager_forward_ms"], row["linear_eager_forward_backward_ms"], eager = torch_timing(
-            linear, moved, args.reps, args.warmup)
-        row["ekvae_eager_forward_ms"], row["ekvae_eager_forward_backward_ms"], _ = torch_timing(
-            mixture, moved, args.reps, args.warmup)
+    calls: dict[str, Callable[[], object]] = {}
+    calls["linear_forward_ms"], calls["linear_forward_backward_ms"], ours = torch_calls(
+        linear, moved, linear_given_inputs=True)
+    calls["linear_stepwise_forward_ms"], calls["linear_stepwise_forward_backward_ms"], _ = torch_calls(linear, moved)
+    calls["ekvae_forward_ms"], calls["ekvae_forward_backward_ms"], _ = torch_calls(mixture, moved)
+    calls["linear_eager_forward_ms"], calls["linear_eager_forward_backward_ms"], eager = torch_calls(
+        linear, moved, eager=True)
+    calls["ekvae_eager_forward_ms"], calls["ekvae_eager_forward_backward_ms"], _ = torch_calls(
+        mixture, moved, eager=True)
     row["max_abs_diff_smoothed_mean_fused_vs_eager"] = float((ours - eager).abs().max())
-    row["linear_parallel_forward_ms"], row["linear_parallel_forward_backward_ms"], _ = torch_timing(
-        linear, moved, args.reps, args.warmup, parallel=True)
-    linear.cpu()
+    calls["linear_parallel_forward_ms"], calls["linear_parallel_forward_backward_ms"], _ = torch_calls(
+        linear, moved, parallel=True)
     if with_dynamax:
-        row["dynamax_forward_ms"], row["dynamax_forward_backward_ms"], theirs = dynamax_timing(
-            linear, inputs, args.reps, args.warmup)
+        calls["dynamax_forward_ms"], calls["dynamax_forward_backward_ms"], theirs = dynamax_calls(
+            linear.cpu(), inputs)
         row["max_abs_diff_smoothed_mean_vs_dynamax"] = float((ours - theirs).abs().max())
+    row |= interleaved_medians(calls, args.reps, args.warmup)
     return {key: value if key.startswith("max_abs_diff") else round(value, 3) for key, value in row.items()}
 
 
@@ -221,7 +228,7 @@ def main() -> None:
     parser.add_argument("--du", type=int, default=1)
     parser.add_argument("--num-bases", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="torch device of our smoother (default cpu)")
     args = parser.parse_args()
@@ -280,7 +287,8 @@ def main() -> None:
             f"`kalman_smoother` (filter + RTS smoother), float32, B={args.batch}, Dz={args.dz}, "
             f"Da={args.da}, Du={args.du}. *Ours*: as it runs by default (on the CPU, its fused C++ kernels); "
             f"*eager form*: the same smoother as eager torch ops (`kalman_kernels.eager_only()`). Median of "
-            f"{args.reps} runs after {args.warmup} warm-up runs; forward builds the autograd graph (as in "
+            f"{args.reps} rounds after {args.warmup} warm-up rounds, each round timing every variant (dynamax "
+            "too) once, so that the machine's slow spells fall on all alike; forward builds the autograd graph (as in "
             "training), forward+backward adds `(smoothed_mean.sum() + log_likelihood.sum()).backward()`. "
             f"dynamax: `lgssm_smoother` on the linear model, jit-compiled, vmapped over the batch, "
             f"its gradient by `jax.grad` of the same sum, {source}."

@@ -7,7 +7,8 @@ Per row (a preset with settings): a Trainer on the preset's data set (``data/pen
 then ``--steps`` steps under ``torch.profiler``. The named ranges of ``Trainer.train_step`` and ``KalmanVAE.loss_terms``
 split the step: the forward pass into encoder, decoder, Kalman smoother and the rest of the
 objective; then the backward pass and the optimiser. The rows compare the Kalman smoother's fused
-CPU kernels with its eager torch form (pendulum and joint-angle reacher presets), the pendulum preset
+CPU kernels with its eager torch form (pendulum and joint-angle reacher presets, the KVAE baseline, whose
+transition ignores z so that its whole filter is one kernel call), the pendulum preset
 in float32 and bfloat16, and the RGB observation networks as they were (32 channels, float32) with
 the preset (16 channels, bfloat16, channels-last).
 
@@ -40,6 +41,8 @@ ROWS = {  # name: (config, settings, Kalman smoother in its eager form)
     "pendulum preset, bfloat16": ("configs/pendulum_ekvae.yaml", ["precision=bfloat16"], False),
     "pendulum fast preset (batch 32)": ("configs/pendulum_ekvae_fast.yaml", [], False),
     "pendulum fast preset (batch 32), eager Kalman form": ("configs/pendulum_ekvae_fast.yaml", [], True),
+    "KVAE baseline (pendulum; its whole filter in one kernel call)": ("configs/pendulum_kvae.yaml", [], False),
+    "KVAE baseline, eager Kalman form": ("configs/pendulum_kvae.yaml", [], True),
     "reacher angles preset": ("configs/reacher_angles_ekvae.yaml", [], False),
     "reacher angles preset, eager Kalman form": ("configs/reacher_angles_ekvae.yaml", [], True),
     "reacher RGB, 32 channels, float32": ("configs/reacher_rgb_ekvae.yaml", ["model.conv_width=32",
