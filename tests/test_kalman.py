@@ -294,7 +294,8 @@ def test_shape_errors(change, match: str) -> None:
         )
 
 
-def test_parallel_gradcheck() -> None:
+@pytest.mark.parametrize("form", ["parallel", "linear_given_inputs"])  # scans; the whole-filter kernel call
+def test_gradcheck_of_the_forms_for_a_transition_that_ignores_z(form: str) -> None:
     gen = torch.Generator().manual_seed(1)
     B, T, Dz, Da, Du = 2, 5, 2, 2, 1
     p = random_problem(gen, B, T, Dz, Da, Du)
@@ -311,10 +312,11 @@ def test_parallel_gradcheck() -> None:
             return F0.expand(n, Dz, Dz), B0.expand(n, Dz, Du), (q_factor @ q_factor.mT).expand(n, Dz, Dz)
 
         out = kalman_smoother(a, u, transition, H, r_factor @ r_factor.mT, mean0, c_factor @ c_factor.mT,
-                              parallel=True)
-        return out.smoothed_mean, out.smoothed_cov, out.filtered_mean, out.log_likelihood
+                              **{form: True})
+        return out.smoothed_mean, out.smoothed_cov, out.filtered_mean, out.filtered_cov, out.log_likelihood
 
-    assert torch.autograd.gradcheck(f, inputs)
+    with in_form("fused"):
+        assert torch.autograd.gradcheck(f, inputs)
 
 
 def test_parallel_float32_long_sequence_agrees_with_sequential() -> None:
@@ -343,13 +345,18 @@ def test_parallel_float32_long_sequence_agrees_with_sequential() -> None:
     assert (torch.linalg.cholesky_ex(parallel.smoothed_cov).info == 0).all()
 
 
-@pytest.mark.parametrize("B,T", [(5, 7), (17, 4), (9, 1)])  # batches around the kernels' 8 lanes; T = 1
-def test_fused_kernels_agree_with_the_eager_form_in_every_output_and_gradient(B: int, T: int) -> None:
+@pytest.mark.parametrize(
+    "B,T,reads_z",
+    # Batches around the kernels' 8 lanes, T = 1; a transition that reads only its inputs (the KVAE's
+    # case) is declared linear_given_inputs in the fused form, so its whole filter is one kernel call.
+    [(5, 7, True), (17, 4, True), (9, 1, True), (5, 7, False), (9, 2, False), (1, 4, False)],
+)
+def test_fused_kernels_agree_with_the_eager_form_in_every_output_and_gradient(B: int, T: int, reads_z: bool) -> None:
     gen = torch.Generator().manual_seed(B + T)
     Dz, Da, Du, M = 5, 3, 2, 4
     p = random_problem(gen, B, T, Dz, Da, Du)
     theta = 0.5 * torch.randn(M, Dz, Dz, generator=gen, dtype=F64)
-    W = torch.randn(Dz + Du, M, generator=gen, dtype=F64)
+    W = torch.randn(Dz + Du if reads_z else Du, M, generator=gen, dtype=F64)
     B0 = torch.randn(M, Dz, Du, generator=gen, dtype=F64)
     q = torch.full((Dz,), 0.2, dtype=F64)  # Q is expanded over the batch: read through stride 0
     c_factor = torch.linalg.cholesky(p["cov0"])
@@ -357,17 +364,19 @@ def test_fused_kernels_agree_with_the_eager_form_in_every_output_and_gradient(B:
     weights = [torch.randn(shape, generator=gen, dtype=F64)
                for shape in ((B, T, Dz), (B, T, Dz, Dz), (B, T, Dz), (B, T, Dz, Dz), (B,))]
 
-    def outputs_and_gradients() -> tuple[KalmanResult, tuple[Tensor, ...]]:
+    def outputs_and_gradients(fused: bool) -> tuple[KalmanResult, tuple[Tensor, ...]]:
         a, u, H, R, mean0, c_factor, theta, W, B0, q = inputs
-        out = kalman_smoother(a, u, mixture_transition(theta, W, B0, q), H, R, mean0, c_factor @ c_factor.mT)
+        mixer = W if reads_z else torch.cat([W.new_zeros(Dz, M), W])  # no weight on z
+        out = kalman_smoother(a, u, mixture_transition(theta, mixer, B0, q), H, R, mean0, c_factor @ c_factor.mT,
+                              linear_given_inputs=fused and not reads_z)
         loss = sum((o * w).sum() for o, w in zip(out, weights, strict=True))
         grads = torch.autograd.grad(loss, inputs, allow_unused=True)  # T = 1 uses no action
         return out, tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True))
 
     with in_form("fused"):
-        fused, fused_grads = outputs_and_gradients()
+        fused, fused_grads = outputs_and_gradients(fused=True)
     with in_form("eager"):
-        eager, eager_grads = outputs_and_gradients()
+        eager, eager_grads = outputs_and_gradients(fused=False)
     for name in KalmanResult._fields:
         torch.testing.assert_close(getattr(fused, name), getattr(eager, name), rtol=1e-10, atol=1e-11, msg=name)
     names = ("a", "u", "H", "R", "mean0", "cov0 factor", "theta", "W", "B0", "q")
@@ -375,72 +384,6 @@ def test_fused_kernels_agree_with_the_eager_form_in_every_output_and_gradient(B:
         if name == "R":  # a covariance: compare the gradient among symmetric matrices
             got, want = 0.5 * (got + got.mT), 0.5 * (want + want.mT)
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=name)
-
-
-@pytest.mark.parametrize("B,T", [(5, 7), (9, 2), (1, 4)])
-def test_whole_filter_kernel_agrees_with_the_eager_form_in_every_output_and_gradient(B: int, T: int) -> None:
-    # The KVAE's case: a mixture of base matrices whose weights read only the inputs, declared with
-    # linear_given_inputs; H is learned here, so its gradient is checked too.
-    gen = torch.Generator().manual_seed(10 * B + T)
-    Dz, Da, Du, M = 4, 2, 2, 3
-    p = random_problem(gen, B, T, Dz, Da, Du)
-    theta = 0.5 * torch.randn(M, Dz, Dz, generator=gen, dtype=F64)
-    W = torch.randn(Du, M, generator=gen, dtype=F64)
-    B0 = torch.randn(M, Dz, Du, generator=gen, dtype=F64)
-    q = torch.full((Dz,), 0.2, dtype=F64)
-    c_factor = torch.linalg.cholesky(p["cov0"])
-    inputs = [x.requires_grad_() for x in (p["a"], p["u"], p["H"], p["R"], p["mean0"], c_factor, theta, W, B0, q)]
-    weights = [torch.randn(shape, generator=gen, dtype=F64)
-               for shape in ((B, T, Dz), (B, T, Dz, Dz), (B, T, Dz), (B, T, Dz, Dz), (B,))]
-
-    def outputs_and_gradients(**options: bool) -> tuple[KalmanResult, tuple[Tensor, ...]]:
-        a, u, H, R, mean0, c_factor, theta, W, B0, q = inputs
-
-        def transition(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            alpha = torch.softmax(u @ W, -1)
-            return (torch.einsum("bm,mij->bij", alpha, theta), torch.einsum("bm,mij->bij", alpha, B0),
-                    torch.diag_embed(q.expand(z.shape[0], -1)))
-
-        out = kalman_smoother(a, u, transition, H, R, mean0, c_factor @ c_factor.mT, **options)
-        loss = sum((o * w).sum() for o, w in zip(out, weights, strict=True))
-        grads = torch.autograd.grad(loss, inputs)
-        return out, grads
-
-    with in_form("fused"):
-        fused, fused_grads = outputs_and_gradients(linear_given_inputs=True)
-    with in_form("eager"):
-        eager, eager_grads = outputs_and_gradients()
-    for name in KalmanResult._fields:
-        torch.testing.assert_close(getattr(fused, name), getattr(eager, name), rtol=1e-10, atol=1e-11, msg=name)
-    names = ("a", "u", "H", "R", "mean0", "cov0 factor", "theta", "W", "B0", "q")
-    for name, got, want in zip(names, fused_grads, eager_grads, strict=True):
-        if name == "R":
-            got, want = 0.5 * (got + got.mT), 0.5 * (want + want.mT)
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=name)
-
-
-def test_whole_filter_kernel_gradcheck() -> None:
-    gen = torch.Generator().manual_seed(2)
-    B, T, Dz, Da, Du = 2, 4, 2, 2, 1
-    p = random_problem(gen, B, T, Dz, Da, Du)
-    F0 = 0.5 * torch.randn(Dz, Dz, generator=gen, dtype=F64)
-    B0 = torch.randn(Dz, Du, generator=gen, dtype=F64)
-    q_factor = torch.linalg.cholesky(0.3 * random_spd(gen, Dz))
-    inputs = [x.requires_grad_() for x in (p["a"], p["u"], p["H"], p["mean0"], torch.linalg.cholesky(p["cov0"]),
-                                           torch.linalg.cholesky(p["R"]), F0, B0, q_factor)]
-
-    def f(a: Tensor, u: Tensor, H: Tensor, mean0: Tensor, c_factor: Tensor, r_factor: Tensor, F0: Tensor,
-          B0: Tensor, q_factor: Tensor) -> tuple[Tensor, ...]:
-        def transition(z: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            n = z.shape[0]
-            return F0.expand(n, Dz, Dz), B0.expand(n, Dz, Du), (q_factor @ q_factor.mT).expand(n, Dz, Dz)
-
-        out = kalman_smoother(a, u, transition, H, r_factor @ r_factor.mT, mean0, c_factor @ c_factor.mT,
-                              linear_given_inputs=True)
-        return out.smoothed_mean, out.smoothed_cov, out.filtered_mean, out.filtered_cov, out.log_likelihood
-
-    with in_form("fused"):
-        assert torch.autograd.gradcheck(f, inputs)
 
 
 def test_fused_kernels_report_a_covariance_that_is_not_positive_definite() -> None:

@@ -1,7 +1,8 @@
 // Fused CPU kernels of the Kalman filter and RTS smoother, forward and backward.
 //
 // Eager torch spends ~30 small batched ops per filter step, each a few microseconds of dispatch for a
-// few hundred flops. These kernels do one update, one prediction, or the whole RTS pass per call.
+// few hundred flops. These kernels do one update, one prediction, the whole RTS pass, or (for a
+// transition that does not read the state) the whole filter per call.
 // The batch is processed W elements at a time in "lanes": every scalar of the small-matrix code is
 // a vector of W batch elements, so the compiler turns each operation into SIMD instructions.
 //
@@ -201,22 +202,13 @@ void for_chunks(int64_t B, int64_t scratch_size, const Body& body) {
   });
 }
 
-// x itself if each batch element's entries are contiguous (a step of a (B, T, ...) tensor, an expanded
-// matrix), else a contiguous copy: the kernels read rows through the batch stride, so views cost nothing.
-torch::Tensor rows(const torch::Tensor& x) {
+// x itself if the entries of each batch element (leading = 1) or of each step of each batch element
+// (leading = 2, a (B, T, ...) tensor read step by step) are contiguous, whatever the strides of the
+// leading dims, else a contiguous copy: the kernels read those blocks through the leading strides, so
+// views and expanded matrices cost nothing.
+torch::Tensor rows(const torch::Tensor& x, int64_t leading = 1) {
   int64_t expected = 1;
-  for (int64_t dim = x.dim() - 1; dim >= 1; --dim) {
-    if (x.size(dim) != 1 && x.stride(dim) != expected) return x.contiguous();
-    expected *= x.size(dim);
-  }
-  return x;
-}
-
-// The same for a (B, T, ...) tensor read step by step: x itself if each step's entries are contiguous
-// (whatever the batch and step strides: an expanded matrix costs nothing), else a contiguous copy.
-torch::Tensor step_rows(const torch::Tensor& x) {
-  int64_t expected = 1;
-  for (int64_t dim = x.dim() - 1; dim >= 2; --dim) {
+  for (int64_t dim = x.dim() - 1; dim >= leading; --dim) {
     if (x.size(dim) != 1 && x.stride(dim) != expected) return x.contiguous();
     expected *= x.size(dim);
   }
@@ -630,7 +622,7 @@ std::vector<torch::Tensor> filter_forward(torch::Tensor a, torch::Tensor F, torc
   check_cpu({&a, &F, &Bu, &u, &Q, &H, &R, &mean0, &cov0});
   const int64_t B = a.size(0), steps = a.size(1);
   TORCH_CHECK(steps >= 2, "filter_forward: needs T >= 2 steps");
-  a = step_rows(a); F = step_rows(F); Bu = step_rows(Bu); u = step_rows(u); Q = step_rows(Q);
+  a = rows(a, 2); F = rows(F, 2); Bu = rows(Bu, 2); u = rows(u, 2); Q = rows(Q, 2);
   mean0 = rows(mean0); cov0 = rows(cov0); H = H.contiguous(); R = R.contiguous();
   const int n = mean0.size(1), d = a.size(2), k = u.size(2), nn = n * n;
   auto opts = a.options();
