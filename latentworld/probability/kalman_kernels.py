@@ -2,9 +2,9 @@
 
 Eager torch spends about 30 tiny batched ops per filter step, each a few microseconds of dispatch;
 the kernels do one update, one prediction, the whole RTS pass, or (for a transition that ignores z)
-the whole filter per call, forward and backward,
-so :func:`latentworld.probability.kalman.kalman_smoother` is several times faster on the CPU with
-the same results. They are compiled with torch's C++ extension tooling (a C++ compiler and ninja)
+the whole filter per call, forward and backward, so
+:func:`latentworld.probability.kalman.kalman_smoother` is several times faster on the CPU with the
+same results. They are compiled with torch's C++ extension tooling (a C++ compiler and ninja)
 the first time they are needed (about a minute), for this machine's CPU (``-march=native``), into
 the cache folder ``$LATENTWORLD_CACHE`` (default ``~/.cache/latentworld``), and reused after. Where
 no compiler is found, the smoother runs its eager torch form and a warning says so once;
