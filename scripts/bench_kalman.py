@@ -301,7 +301,8 @@ def main() -> None:
         ),
         "",
         ("**Linear model** (constant F, B, Q), run as linear given its inputs (`linear_given_inputs=True`: "
-         "the transition evaluated once, the whole filter in one call of the fused kernels):"),
+         "the transition evaluated once, the whole filter in one call of the fused kernels):" if on_cpu else
+         "**Linear model** (constant F, B, Q), eager form step by step (the fused kernels are the CPU's):"),
         "",
         "| T | dynamax fwd (ms) | dynamax grad (ms) " + header[4:],
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

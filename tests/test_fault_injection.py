@@ -42,11 +42,16 @@ def test_random_kills_then_resume_give_the_uninterrupted_run(tmp_path):
     started = context.Event()
     child = context.Process(target=resume_training, args=(config, str(tmp_path / "timed"), started))
     child.start()
-    assert started.wait(timeout=60)
-    start = time.perf_counter()
-    child.join()
-    duration = time.perf_counter() - start
-    assert child.exitcode == 0
+    try:
+        assert started.wait(timeout=60), "the timing child did not start training"
+        start = time.perf_counter()
+        child.join(timeout=300)
+        duration = time.perf_counter() - start
+        assert child.exitcode == 0, f"the timing child ended with {child.exitcode}"
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
     # One kill in four lands during a child's start-up (loading, repairing), the others at a random
     # moment of training, spread so that together they cover about 80 % of it.
     run_dir, rng, kills, finished_early, killed_at = tmp_path / "killed", random.Random(0), 0, 0, set()

@@ -239,12 +239,13 @@ def kalman_smoother(
     The transition is called once per forward step, at the filtered mean ``m_{t|t}`` and
     ``u_t``; the backward pass reuses those matrices.
 
-    With ``linear_given_inputs=True``, for a transition that does not read z (a linear system, the
-    KVAE): the transition is called once for all steps (with zeros for z), and on the CPU the whole
-    filter runs in one call of the fused kernels, with no Python between steps. With ``parallel=True``
-    (which implies it) both passes run as associative scans in ``ceil(log2 T)`` rounds
-    (:mod:`latentworld.probability.parallel_kalman`), much faster for long sequences on a GPU. The
-    results are the same up to rounding.
+    With ``linear_given_inputs=True`` the caller declares that the transition does not read z (a
+    linear system, the KVAE); where the fused kernels run (the CPU, T >= 2) the transition is then
+    called once for all steps (with zeros for z) and the whole filter runs in one kernel call, with
+    no Python between steps; elsewhere the flag changes nothing. With ``parallel=True`` (only for
+    such a transition, declared or not) both passes run as associative scans in ``ceil(log2 T)``
+    rounds (:mod:`latentworld.probability.parallel_kalman`), much faster for long sequences on a
+    GPU. The results are the same up to rounding.
 
     Args:
         a: ``(B, T, Da)`` pseudo-observations.
@@ -255,7 +256,7 @@ def kalman_smoother(
         mean0: ``(B, Dz)`` prior mean of ``z_1`` (the first step is an update only).
         cov0: ``(B, Dz, Dz)`` prior covariance of ``z_1``.
         jitter: see :func:`kalman_update`.
-        linear_given_inputs: the transition ignores z (evaluate it once for all steps).
+        linear_given_inputs: the transition ignores z (the fused kernels evaluate it once for all steps).
         parallel: run the parallel-in-time form (only for a transition that ignores z).
 
     Returns:

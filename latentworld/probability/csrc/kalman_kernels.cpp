@@ -222,7 +222,7 @@ void check_cpu(std::initializer_list<const torch::Tensor*> tensors) {
 }  // namespace
 
 // Work space of update_lanes, in lanes.
-inline int64_t update_work(int n, int d) { return 2 * d * n + d * d + d + 2 * n * n + n * d; }
+inline int64_t update_work(int n, int d) { return 2 * d * n + d * d + d + 2 * n * n; }  // C S y A AP KR
 
 // One update on lanes: condition N(m, P) on x = H z + N(0, R) (R already jittered). Writes the posterior
 // mo (n), Po (n, n), the log-likelihood ll (1) and, for the backward, L (d, d), KT = S^{-1} H P (d, n),
@@ -291,7 +291,7 @@ std::vector<torch::Tensor> update_forward(torch::Tensor mean, torch::Tensor cov,
     const T *m_in = mean.data_ptr<T>(), *P_in = cov.data_ptr<T>(), *a_in = a.data_ptr<T>();
     T *m_out = new_mean.data_ptr<T>(), *P_out = new_cov.data_ptr<T>(), *ll_out = log_lik.data_ptr<T>();
     T *L_out = chol.data_ptr<T>(), *KT_out = gain_t.data_ptr<T>(), *w_out = white.data_ptr<T>();
-    const int64_t own = 3 * n + 2 * n * n + d + 1 + d * d + d * n + d;
+    const int64_t own = 2 * n + 2 * n * n + 2 * d + 1 + d * d + d * n;  // the pointers below
     for_chunks<T>(B, own + update_work(n, d), [&](int64_t b0, V* buf) {
       V *m = buf, *P = m + n, *x = P + n * n, *mo = x + d, *Po = mo + n, *ll = Po + n * n, *L = ll + 1;
       V *KT = L + d * d, *w = KT + d * n, *work = w + d;
@@ -622,6 +622,9 @@ std::vector<torch::Tensor> filter_forward(torch::Tensor a, torch::Tensor F, torc
   check_cpu({&a, &F, &Bu, &u, &Q, &H, &R, &mean0, &cov0});
   const int64_t B = a.size(0), steps = a.size(1);
   TORCH_CHECK(steps >= 2, "filter_forward: needs T >= 2 steps");
+  for (const auto* x : {&F, &Bu, &u, &Q})
+    TORCH_CHECK(x->size(0) == B && x->size(1) == steps - 1, "filter_forward: F, Bu, u, Q must be (B, T-1, ...)");
+  TORCH_CHECK(mean0.size(0) == B && cov0.size(0) == B, "filter_forward: mean0, cov0 must be (B, ...)");
   a = rows(a, 2); F = rows(F, 2); Bu = rows(Bu, 2); u = rows(u, 2); Q = rows(Q, 2);
   mean0 = rows(mean0); cov0 = rows(cov0); H = H.contiguous(); R = R.contiguous();
   const int n = mean0.size(1), d = a.size(2), k = u.size(2), nn = n * n;
@@ -639,7 +642,7 @@ std::vector<torch::Tensor> filter_forward(torch::Tensor a, torch::Tensor F, torc
     T *m_out = mean.data_ptr<T>(), *P_out = cov.data_ptr<T>(), *ll_out = log_lik.data_ptr<T>();
     T *mp_out = pred_mean.data_ptr<T>(), *Pp_out = pred_cov.data_ptr<T>(), *L_out = chol.data_ptr<T>();
     T *KT_out = gain_t.data_ptr<T>(), *w_out = white.data_ptr<T>();
-    const int64_t own = 2 * n + 2 * nn + d + 2 * nn + n * k + k + 2 + d * d + d * n + d;
+    const int64_t own = 2 * n + 3 * nn + 2 * d + n * k + k + 2 + d * d + d * n;  // the pointers below
     for_chunks<T>(B, own + std::max<int64_t>(update_work(n, d), nn), [&](int64_t b0, V* buf) {
       V *m = buf, *P = m + n, *mo = P + nn, *Po = mo + n, *x = Po + nn, *Fm = x + d, *Bm = Fm + nn;
       V *xu = Bm + n * k, *ll = xu + k, *total = ll + 1, *L = total + 1, *KT = L + d * d, *w = KT + d * n;
