@@ -151,8 +151,13 @@ def kalman_predict(
         t+1 and the transition and noise matrices used, which the smoother reuses.
     """
     F, Bu, Q = transition(mean, u)
+    return (*_predict(mean, cov, F, Bu, u, Q), F, Q)
+
+
+def _predict(mean: Tensor, cov: Tensor, F: Tensor, Bu: Tensor, u: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+    """``(F m + Bu u, F P F^T + Q)`` for given matrices; shapes as in :func:`kalman_predict`."""
     mean = torch.baddbmm(Bu @ u.unsqueeze(-1), F, mean.unsqueeze(-1)).squeeze(-1)
-    return mean, _symmetric_baddbmm(Q, F @ cov, F.mT), F, Q
+    return mean, _symmetric_baddbmm(Q, F @ cov, F.mT)
 
 
 def kalman_filter_step(
@@ -286,81 +291,91 @@ def kalman_smoother(
         )
 
         return parallel_kalman_smoother(a, u, transition, H, R, mean0, cov0)
-    if kalman_kernels.usable(a, u, H, R, mean0, cov0):
-        if linear_given_inputs and a.shape[1] > 1:
-            return _fused_sequence_smoother(a, u, transition, H, R, mean0, cov0)
-        return _fused_smoother(a, u, transition, H, R, mean0, cov0)
+    fused = kalman_kernels.usable(a, u, H, R, mean0, cov0)
+    if fused and linear_given_inputs and a.shape[1] > 1:
+        return _fused_sequence_smoother(a, u, transition, H, R, mean0, cov0)
+    if fused:  # one kernel call per update and per prediction
+        passed = _filter_pass(a, u, transition, mean0, cov0,
+                              lambda mean, cov, a_t: kalman_kernels.FusedUpdate.apply(mean, cov, a_t, H, R),
+                              kalman_kernels.FusedPredict.apply)
+        log_likelihood = torch.stack(passed.scores, 1).sum(-1)
+    else:
+        def update(mean: Tensor, cov: Tensor, a_t: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+            mean, cov, innovation, chol = _update(mean, cov, a_t, H, R)
+            return mean, cov, (innovation, chol)
+
+        passed = _filter_pass(a, u, transition, mean0, cov0, update, _predict)
+        # The log-likelihood needs nothing from later steps, so it is evaluated for all t at once.
+        innovations, chols = zip(*passed.scores)
+        log_likelihood = _innovation_log_lik(torch.stack(innovations, 1), torch.stack(chols, 1)).sum(-1)
+    filtered_mean, filtered_cov = passed.mean, passed.cov
+    if a.shape[1] == 1:
+        return KalmanResult(filtered_mean, filtered_cov, filtered_mean, filtered_cov, log_likelihood)
+    rts = kalman_kernels.FusedRts.apply if fused else _rts_pass
+    smoothed_mean, smoothed_cov = rts(filtered_mean, filtered_cov, passed.pred_mean, passed.pred_cov, passed.F,
+                                      passed.Q)
+    return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)
+
+
+class _FilterPass(NamedTuple):
+    """What :func:`_filter_pass` returns: the filtered beliefs ``mean (B, T, Dz)``, ``cov (B, T, Dz, Dz)``;
+    per step, what the update returned beside the belief (``scores``); the predictions ``pred_mean
+    (B, T-1, Dz)``, ``pred_cov`` and their matrices ``F``, ``Q (B, T-1, Dz, Dz)`` (None when T = 1)."""
+
+    mean: Tensor
+    cov: Tensor
+    scores: list
+    pred_mean: Tensor | None
+    pred_cov: Tensor | None
+    F: Tensor | None
+    Q: Tensor | None
+
+
+def _filter_pass(a: Tensor, u: Tensor, transition: Transition, mean0: Tensor, cov0: Tensor,
+                 update: Callable[[Tensor, Tensor, Tensor], tuple],
+                 predict: Callable[..., tuple[Tensor, Tensor]]) -> _FilterPass:
+    """The sequential filter of both forms: per step ``update(mean, cov, a_t) -> (mean, cov, score)``,
+    then the transition at the filtered mean and ``predict(mean, cov, F, Bu, u_t, Q) -> (mean, cov)``."""
     a_steps, u_steps = a.unbind(1), u.unbind(1)
     T = len(a_steps)
-    means, covs, innovations, chols, pred_means, pred_covs, Fs, Qs = [], [], [], [], [], [], [], []
+    means, covs, scores, pred_means, pred_covs, Fs, Qs = [], [], [], [], [], [], []
     mean, cov = mean0, cov0
     for t in range(T):
-        mean, cov, innovation, chol = _update(mean, cov, a_steps[t], H, R)
+        mean, cov, score = update(mean, cov, a_steps[t])
         means.append(mean)
         covs.append(cov)
-        innovations.append(innovation)
-        chols.append(chol)
+        scores.append(score)
         if t + 1 < T:
-            mean, cov, F, Q = kalman_predict(mean, cov, u_steps[t], transition)
+            F, Bu, Q = transition(mean, u_steps[t])
+            mean, cov = predict(mean, cov, F, Bu, u_steps[t], Q)
             pred_means.append(mean)
             pred_covs.append(cov)
             Fs.append(F)
             Qs.append(Q)
-    filtered_mean, filtered_cov = torch.stack(means, 1), torch.stack(covs, 1)
-    # The log-likelihood needs nothing from later steps, so it is evaluated for all t at once.
-    log_likelihood = _innovation_log_lik(torch.stack(innovations, 1), torch.stack(chols, 1)).sum(-1)
-    if T == 1:
-        return KalmanResult(filtered_mean, filtered_cov, filtered_mean, filtered_cov, log_likelihood)
+    stacked = [torch.stack(x, 1) if x else None for x in (pred_means, pred_covs, Fs, Qs)]
+    return _FilterPass(torch.stack(means, 1), torch.stack(covs, 1), scores, *stacked)
 
+
+def _rts_pass(filtered_mean: Tensor, filtered_cov: Tensor, pred_mean: Tensor, pred_cov: Tensor, F: Tensor,
+              Q: Tensor) -> tuple[Tensor, Tensor]:
+    """The RTS smoother as eager torch ops (shapes as in :func:`_smoothing_offsets`): smoothed mean
+    ``(B, T, Dz)`` and covariance ``(B, T, Dz, Dz)``."""
     # Everything in the RTS step that does not depend on the smoothed belief is computed for
     # all t at once (_smoothing_offsets), leaving two matrix products and two additions per step.
-    gain, gain_t, offsets_mean, offsets_cov = _smoothing_offsets(
-        filtered_mean, filtered_cov, torch.stack(pred_means, 1), torch.stack(pred_covs, 1), torch.stack(Fs, 1),
-        torch.stack(Qs, 1))
+    gain, gain_t, offsets_mean, offsets_cov = _smoothing_offsets(filtered_mean, filtered_cov, pred_mean, pred_cov,
+                                                                 F, Q)
     gains, gains_t = gain.unbind(1), gain_t.unbind(1)
     c_cov, c_mean = offsets_cov.unbind(1), offsets_mean.unbind(1)
     mean, cov = filtered_mean[:, -1].unsqueeze(-1), filtered_cov[:, -1]
     smoothed_means, smoothed_covs = [mean], [cov]
-    for t in range(T - 2, -1, -1):
+    for t in range(filtered_mean.shape[1] - 2, -1, -1):
         mean = torch.baddbmm(c_mean[t], gains[t], mean)
         cov = torch.baddbmm(c_cov[t], gains[t] @ cov, gains_t[t])
         smoothed_means.append(mean)
         smoothed_covs.append(cov)
     # G X G^T + c keeps symmetry up to rounding, so one batched symmetrisation at the end
     # replaces T small ones.
-    smoothed_mean = torch.stack(smoothed_means[::-1], 1).squeeze(-1)
-    smoothed_cov = _symmetrise(torch.stack(smoothed_covs[::-1], 1))
-    return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)
-
-
-def _fused_smoother(a: Tensor, u: Tensor, transition: Transition, H: Tensor, R: Tensor, mean0: Tensor,
-                    cov0: Tensor) -> KalmanResult:
-    """:func:`kalman_smoother`'s sequential form through the fused kernels (``R`` already jittered):
-    one call per update and per prediction, one for the whole RTS pass."""
-    a_steps, u_steps = a.unbind(1), u.unbind(1)
-    T = len(a_steps)
-    means, covs, log_liks, pred_means, pred_covs, Fs, Qs = [], [], [], [], [], [], []
-    mean, cov = mean0, cov0
-    for t in range(T):
-        mean, cov, log_lik = kalman_kernels.FusedUpdate.apply(mean, cov, a_steps[t], H, R)
-        means.append(mean)
-        covs.append(cov)
-        log_liks.append(log_lik)
-        if t + 1 < T:
-            F, Bu, Q = transition(mean, u_steps[t])
-            mean, cov = kalman_kernels.FusedPredict.apply(mean, cov, F, Bu, u_steps[t], Q)
-            pred_means.append(mean)
-            pred_covs.append(cov)
-            Fs.append(F)
-            Qs.append(Q)
-    filtered_mean, filtered_cov = torch.stack(means, 1), torch.stack(covs, 1)
-    log_likelihood = torch.stack(log_liks, 1).sum(-1)
-    if T == 1:
-        return KalmanResult(filtered_mean, filtered_cov, filtered_mean, filtered_cov, log_likelihood)
-    smoothed_mean, smoothed_cov = kalman_kernels.FusedRts.apply(
-        filtered_mean, filtered_cov, torch.stack(pred_means, 1), torch.stack(pred_covs, 1), torch.stack(Fs, 1),
-        torch.stack(Qs, 1))
-    return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)
+    return torch.stack(smoothed_means[::-1], 1).squeeze(-1), _symmetrise(torch.stack(smoothed_covs[::-1], 1))
 
 
 def transitions_given_inputs(transition: Transition, u: Tensor, dz: int) -> tuple[Tensor, Tensor, Tensor]:
