@@ -34,6 +34,18 @@ def wrap_angle(angle: np.ndarray) -> np.ndarray:
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
+def angle_features(angles: np.ndarray) -> np.ndarray:
+    """The joint-angle observation: (cos, sin) of each angle, ``(..., J) -> (..., 2J)``."""
+    return np.stack([np.cos(angles), np.sin(angles)], axis=-1).reshape(*np.shape(angles)[:-1], -1)
+
+
+def feature_angles(features: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`angle_features`: joint angles ``(..., J)`` from ``(..., 2J)`` features (any
+    point of a (cos, sin) pair's ray gives its angle, so decoded features need not be unit length)."""
+    pairs = np.reshape(features, (*np.shape(features)[:-1], -1, 2))
+    return np.arctan2(pairs[..., 1], pairs[..., 0])
+
+
 class RealEnv(gymnasium.Env):
     """A dm_control task with image or angle observations, action repeat and the true state.
 
@@ -161,5 +173,4 @@ class RealEnv(gymnasium.Env):
     def _observe(self) -> np.ndarray:
         if self.env_spec.obs_type == "image":
             return self._get_renderer().render(self.physics.data.ptr)
-        angles = self.physics.named.data.qpos[list(self.env_spec.joints)]
-        return np.stack([np.cos(angles), np.sin(angles)], axis=-1).reshape(-1).astype(np.float32)
+        return angle_features(self.physics.named.data.qpos[list(self.env_spec.joints)]).astype(np.float32)

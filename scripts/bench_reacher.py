@@ -58,6 +58,7 @@ R2_KEYS = ("r2_shoulder_angle", "r2_wrist_angle", "r2_raw_wrist_angle", "r2_shou
 def joint_limit_check(run_dir: Path, seconds: float = 1.2) -> dict[str, float | bool]:
     """Push the wrist against each limit in the model's mean dynamics; see the module docstring."""
     from envs import RealEnv
+    from envs.real_env import feature_angles
     from latentworld.experiment.checkpoint import load_model
 
     model, _, meta = load_model(run_dir)
@@ -72,7 +73,7 @@ def joint_limit_check(run_dir: Path, seconds: float = 1.2) -> dict[str, float | 
             for _ in range(steps):
                 z = model.sample_next(z, torch.tensor([[0.0, sign]]), None, 0.0)
                 features = model.decode_mean(z)[0]
-                wrist.append(float(torch.atan2(features[3], features[2])))
+                wrist.append(float(feature_angles(features.numpy())[1]))
             wrist = np.array(wrist)
             result[f"{name}_max_abs_wrist"] = float(np.abs(wrist).max())
             result[f"{name}_wrapped"] = bool((np.sign(wrist) == -sign).any())

@@ -32,17 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.real_env import RealEnv, wrap_angle
+from envs.real_env import RealEnv, feature_angles, wrap_angle
 from latentworld.common.data import SequenceDataset
 from latentworld.common.fileio import atomic_write_bytes
 from latentworld.evaluation.metrics import ols_r2, pooled_r2, smoothed_means
 from latentworld.experiment.checkpoint import load_model, load_model_data
-
-
-def feature_angles(features: Tensor, n_joints: int) -> Tensor:
-    """Joint angles ``(..., J)`` from (cos, sin) features ``(..., 2J)``, the data sets' layout."""
-    pairs = features.unflatten(-1, (n_joints, 2))
-    return torch.atan2(pairs[..., 1], pairs[..., 0])
 
 
 @torch.no_grad()
@@ -64,7 +58,7 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset)
         features["ols_z_by_mixing"] = {k: by_mixing(k) for k in split}
     decoded_angles = None
     if meta.get("obs_type") == "angles":
-        decoded_angles = feature_angles(model.decode_mean(z["test"]), len(angle_dims))  # (N, T, J)
+        decoded_angles = torch.from_numpy(feature_angles(model.decode_mean(z["test"]).numpy()))  # (N, T, J)
     results = {}
     for column in velocity_dims:
         target = {k: split[k].states[:, 1:, column:column + 1] for k in split}
