@@ -7,17 +7,17 @@
 #      model, run in the real reacher-easy (a new target every episode; its IK pose is the goal).
 # Idempotent: an existing data set is reused, a finished run is only re-evaluated, a trained policy reused.
 # Usage: bash scripts/run_main.sh [RUN_DIR]   (default runs/main)
-#   LATENTWORLD_MAIN_STEPS     model training steps (default 3000)
+#   LATENTWORLD_MAIN_STEPS     model training steps (default 2000, the length of the fast preset it trains)
 #   LATENTWORLD_MAIN_MODEL     "trained" (default: the model this job trains) or "shipped" (pendulum_ekvae)
 #   LATENTWORLD_MAIN_EPISODES  real evaluation episodes (default 20, seeds 5000...)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup_env.sh
 run="${1:-runs/main}"
-steps="${LATENTWORLD_MAIN_STEPS:-3000}"
+steps="${LATENTWORLD_MAIN_STEPS:-2000}"
 episodes="${LATENTWORLD_MAIN_EPISODES:-20}"
 case "${LATENTWORLD_MAIN_MODEL:-trained}" in
-  trained) model="$run/pendulum_ekvae" ;;
+  trained) model="$run/pendulum_ekvae_fast" ;;
   shipped) model="pendulum_ekvae" ;;
   *) echo "[main] ERROR: LATENTWORLD_MAIN_MODEL must be 'trained' or 'shipped'" >&2; exit 2 ;;
 esac
@@ -28,14 +28,15 @@ else
   echo "[main] reusing data/pendulum.npz (delete it to regenerate)"
 fi
 
+# The fast preset: identified in about 500-600 steps on every held-out seed measured (docs/engine.md).
 resume=()
-[ -f "$run/pendulum_ekvae/run_config.yaml" ] && resume=(--resume)
-latentworld train --config configs/pendulum_ekvae.yaml --set "steps=$steps" \
-  --run-dir "$run/pendulum_ekvae" ${resume[@]+"${resume[@]}"}
-latentworld evaluate "$run/pendulum_ekvae"
+[ -f "$run/pendulum_ekvae_fast/run_config.yaml" ] && resume=(--resume)
+latentworld train --config configs/pendulum_ekvae_fast.yaml --set "steps=$steps" \
+  --run-dir "$run/pendulum_ekvae_fast" ${resume[@]+"${resume[@]}"}
+latentworld evaluate "$run/pendulum_ekvae_fast"
 # The trained model as a Gymnasium env: imagined episodes under random actions, reward toward the
 # upright pole (the goal image shipped with the pretrained checkpoint).
-latentworld imagine "$run/pendulum_ekvae" --goal latentworld/pretrained/pendulum_ekvae/goal.png \
+latentworld imagine "$run/pendulum_ekvae_fast" --goal latentworld/pretrained/pendulum_ekvae/goal.png \
   --out "$run/imagined.png"
 
 # A swing-up policy trained only in the latent env (J(ω)), then scored in the real env.
@@ -63,6 +64,6 @@ else
   echo "[main] reusing the policy $reach (delete it to retrain)"
 fi
 python -m agents evaluate "$reach" --episodes "$episodes"
-echo "[main] done: model figures and eval.json in $run/pendulum_ekvae/eval, imagined frames $run/imagined.png;" \
+echo "[main] done: model figures and eval.json in $run/pendulum_ekvae_fast/eval, imagined frames $run/imagined.png;" \
   "policies in $policy and $reach, each with real_eval/real_eval.json and real_eval/episode.gif;" \
   "data pictures data/pendulum.png, data/reacher_angles.png"

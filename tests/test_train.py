@@ -22,9 +22,9 @@ def test_every_preset_loads_with_its_models_settings(preset):
     config = load_config(f"configs/{preset}")
     model_class = MODELS[config.model.kind]
     assert model_class.config_class is type(config.model)
-    if preset == "pendulum_ekvae_fast.yaml":  # a base preset with the fast schedule's four changes
+    if preset == "pendulum_ekvae_fast.yaml":  # the base preset with a 3-dim a and the fast schedule's changes
         base = load_config("configs/pendulum_ekvae.yaml")
-        assert config.model == base.model
+        assert config.model == dataclasses.replace(base.model, dim_z=4, dim_a=3)
         assert (config.batch_size, config.schedule.calibration_steps, config.steps) == (32, 100, 2000)
 
 

@@ -1,0 +1,81 @@
+"""Figure: the pendulum's pseudo-observations a early in training, with a in two and in three dimensions.
+
+    python scripts/plot_pendulum_embedding.py [--seed 7] [--steps 100 300 600]
+
+Trains the fast preset (``configs/pendulum_ekvae_fast.yaml``, a in 3 dims) and the same preset with
+a in 2 dims (``model.dim_a=2 model.dim_z=3``, the paper's sizes) from one model seed on
+``data/pendulum.npz`` (the tuning data), and draws the encoder means of the test split's frames at
+each of ``--steps``, coloured by the true angle, with the OLS R² from a to (cos, sin) of the angle.
+A closed curve in the plane that starts with a twist keeps it (see "Why a has three dimensions" in
+docs/engine.md); seed 7 is a tuning seed on which that happens. Runs go to ``--runs-dir`` (resumed if
+there); writes ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from latentworld.common.data import SequenceDataset
+from latentworld.evaluation.metrics import ols_r2, state_targets
+from latentworld.experiment.config import load_config
+from latentworld.training.trainer import Trainer
+
+PRESET = "configs/pendulum_ekvae_fast.yaml"
+VARIANTS = {"a in 2 dims (Dz 3)": ["model.dim_a=2", "model.dim_z=3"], "a in 3 dims (Dz 4, the fast preset)": []}
+
+
+def encoder_means(trainer: Trainer, data: SequenceDataset) -> torch.Tensor:
+    """Means of q(a|x) for every frame of ``data``: ``(N * T, Da)``."""
+    trainer.model.eval()
+    with torch.no_grad():
+        mean, _ = trainer.model.encode(data.observations().to(trainer.device))
+    trainer.model.train()
+    return mean.reshape(-1, mean.shape[-1]).cpu()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--steps", type=int, nargs="+", default=[100, 300, 600])
+    parser.add_argument("--data", default="data/pendulum.npz")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/plot_pendulum_embedding"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/pendulum_embedding_2d_3d.png"))
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    fig = plt.figure(figsize=(3.6 * len(args.steps), 7.2))
+    for row, (label, overrides) in enumerate(VARIANTS.items()):
+        config = load_config(PRESET, [f"seed={args.seed}", f"data={args.data}", "eval_every=100000", *overrides])
+        trainer = Trainer(config, args.runs_dir / f"dim_a{config.model.dim_a}_seed{args.seed}", resume=True)
+        train, test = trainer.train_data, trainer.test_data
+        angle = test.states[..., 0].reshape(-1)
+        fit_targets = state_targets(train.states.reshape(-1, train.states.shape[-1]), train.metadata)["hinge_angle"]
+        test_targets = state_targets(test.states.reshape(-1, test.states.shape[-1]), test.metadata)["hinge_angle"]
+        for column, step in enumerate(args.steps):
+            trainer.fit(progress=False, until=step)
+            a_test = encoder_means(trainer, test)
+            r2 = ols_r2(encoder_means(trainer, train), fit_targets, a_test, test_targets)
+            three_d = a_test.shape[1] == 3
+            ax = fig.add_subplot(2, len(args.steps), row * len(args.steps) + column + 1,
+                                 projection="3d" if three_d else None)
+            colour = torch.atan2(angle.sin(), angle.cos())
+            ax.scatter(*a_test.T, c=colour, cmap="hsv", s=1)
+            ax.set_title(f"{label}\nstep {trainer.step}: OLS R² a → angle {r2:.3f}", fontsize=9)
+            ax.tick_params(labelsize=6)
+    fig.suptitle(f"Encoder means of the test frames, coloured by the true angle (model seed {args.seed})")
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=90)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
