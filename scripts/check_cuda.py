@@ -6,7 +6,7 @@ Each check compares the GPU with this machine's CPU:
 
 1. ``kalman_smoother`` in float64 on random inputs: smoothed means, covariances and log-likelihood;
 2. the shipped pendulum EKVAE on ``data/pendulum.npz``: smoothed means and the R² of the protocol;
-3. training on the GPU: the pendulum preset at the main job's size (3000 steps) to its R², and
+3. training on the GPU: the pendulum preset for 3000 steps to its R², and
    steps per second of the RGB reacher preset (float32 and bfloat16), beside the CPU;
 4. ``torchrun`` with one process on the GPU (the NCCL backend) trains and checkpoints;
 5. the Kalman smoother's time at T = 15, 60, 240 (``scripts/bench_kalman.py``'s problem).
