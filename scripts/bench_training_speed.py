@@ -1,10 +1,12 @@
 """Where a training step's time goes: steps per second and a profile of the presets, side by side.
 
-    python scripts/bench_training_speed.py [--steps 10] [--threads 2] [--out-dir docs/results]
+    python scripts/bench_training_speed.py [--steps 10] [--rounds 5] [--threads 2] [--out-dir docs/results]
 
 Per row (a preset with settings): a Trainer on the preset's data set (``data/pendulum.npz``,
-``data/reacher_angles.npz``, ``data/reacher_rgb.npz``: ``python -m envs.generate NAME``), 3 warm-up steps, ``--steps`` timed steps,
-then ``--steps`` steps under ``torch.profiler``. The named ranges of ``Trainer.train_step`` and ``KalmanVAE.loss_terms``
+``data/reacher_angles.npz``, ``data/reacher_rgb.npz``: ``python -m envs.generate NAME``) and 3 warm-up
+steps. Then ``--steps`` timed steps per row, in ``--rounds`` rounds in which every row takes its turn
+(after one discarded round), so that a slow spell of the machine falls on all rows alike; a row's
+time is the median of its rounds. Then ``--steps`` steps per row under ``torch.profiler``. The named ranges of ``Trainer.train_step`` and ``KalmanVAE.loss_terms``
 split the step: the forward pass into encoder, decoder, Kalman smoother and the rest of the
 objective; then the backward pass and the optimiser. The rows compare the Kalman smoother's fused
 CPU kernels with its eager torch form (pendulum and joint-angle reacher presets, the KVAE baseline, whose
@@ -25,10 +27,11 @@ import platform
 import shlex
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_kalman import interleaved_medians
 from torch.profiler import profile
 
 from latentworld.experiment.config import load_config
@@ -53,66 +56,67 @@ FORWARD_PARTS = ("encoder", "decoder", "kalman smoother")
 PHASES = ("forward", "backward", "optimizer")
 
 
-def warmed_trainer(config: str, settings: list[str], threads: int, device: str, run_dir: Path) -> Trainer:
-    """A Trainer of ``config`` past REWO's initial phase (2 calibration steps) and 3 warm-up steps."""
+def warmed_trainer(config: str, settings: list[str], threads: int, run_dir: Path) -> Trainer:
+    """A CPU Trainer of ``config`` past REWO's initial phase (2 calibration steps) and 3 warm-up steps."""
     trainer = Trainer(load_config(config, [*settings, f"threads={threads}", "schedule.calibration_steps=2",
-                                           f"device={device}"]), run_dir)
+                                           "device=cpu"]), run_dir)
     for _ in range(3):
         trainer.train_step()
     return trainer
 
 
-def ms_per_step(trainer: Trainer, steps: int) -> float:
-    """Wall-clock ms per training step over ``steps`` steps (waiting for a GPU to finish)."""
-    def sync() -> None:
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize(trainer.device)
-
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step()
-    sync()
-    return 1e3 * (time.perf_counter() - start) / steps
+def kalman_form(eager: bool) -> contextlib.AbstractContextManager:
+    return kalman_kernels.eager_only() if eager else contextlib.nullcontext()
 
 
-def profile_row(config: str, settings: list[str], steps: int, threads: int) -> dict[str, float]:
-    """ms per step in total and in each named range, for ``steps`` profiled steps."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = warmed_trainer(config, settings, threads, "cpu", Path(tmp) / "run")
-        total = ms_per_step(trainer, steps)  # timed without the profiler, whose own cost per op is not small
-        with profile() as prof:
+def training_steps(trainer: Trainer, eager: bool, steps: int) -> Callable[[], None]:
+    """A call that runs ``steps`` training steps with the Kalman smoother's fused or eager form."""
+    def call() -> None:
+        with kalman_form(eager):
             for _ in range(steps):
                 trainer.train_step()
+    return call
+
+
+def profile_ranges(trainer: Trainer, eager: bool, steps: int) -> dict[str, float]:
+    """CPU ms per step inside each named range, over ``steps`` profiled steps."""
+    with kalman_form(eager), profile() as prof:
+        for _ in range(steps):
+            trainer.train_step()
     ranges = {event.key: event.cpu_time_total / 1e3 / steps for event in prof.key_averages()
               if event.key in FORWARD_PARTS + PHASES}
-    row = {"ms_per_step": round(total, 1), "steps_per_second": round(1e3 / total, 2)}
-    row |= {f"{name}_ms": round(ranges.get(name, 0.0), 1) for name in FORWARD_PARTS + PHASES}
+    row = {f"{name}_ms": round(ranges.get(name, 0.0), 1) for name in FORWARD_PARTS + PHASES}
     row["objective_rest_ms"] = round(row["forward_ms"] - sum(row[f"{name}_ms"] for name in FORWARD_PARTS), 1)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="profiled steps per row (default 10)")
+    parser.add_argument("--steps", type=int, default=10, help="timed and profiled steps per row (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds the timed steps are split into (default 5)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path("docs/results"))
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     results = {}
-    # The process's first steps are slower (allocator, thread pools, first-use compilation); a discarded
-    # run of the first row keeps that out of the table.
-    first_config, first_settings, _ = next(iter(ROWS.values()))
-    profile_row(first_config, first_settings, args.steps, args.threads)
-    for name, (config, settings, eager) in ROWS.items():
-        with kalman_kernels.eager_only() if eager else contextlib.nullcontext():
-            results[name] = profile_row(config, settings, args.steps, args.threads)
-        print(name, results[name], flush=True)
+    per_round = max(1, args.steps // args.rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {name: warmed_trainer(config, settings, args.threads, Path(tmp) / str(i))
+                    for i, (name, (config, settings, _)) in enumerate(ROWS.items())}
+        # Timed without the profiler, whose own cost per op is not small; the discarded first round keeps
+        # the process's slower first steps (allocator, thread pools) out of the table.
+        medians = interleaved_medians({name: training_steps(trainers[name], eager, per_round)
+                                       for name, (_, _, eager) in ROWS.items()}, reps=args.rounds, warmup=1)
+        for name, (_, _, eager) in ROWS.items():
+            total = medians[name] / per_round
+            results[name] = {"ms_per_step": round(total, 1), "steps_per_second": round(1e3 / total, 2),
+                             **profile_ranges(trainers[name], eager, args.steps)}
+            print(name, results[name], flush=True)
     command = shlex.join(["python", "scripts/bench_training_speed.py", *sys.argv[1:]])
     report = {"command": command, "torch": torch.__version__, "threads": args.threads,
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                           "load_average_1min_before": round(load_before, 2)},
-              "profiled_steps": args.steps, "rows": results}
+              "profiled_steps": args.steps, "rounds": args.rounds, "steps_per_round": per_round, "rows": results}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "training_speed.json").write_text(json.dumps(report, indent=2) + "\n")
     columns = ["ms_per_step", "steps_per_second", "encoder_ms", "decoder_ms", "kalman smoother_ms",
@@ -121,8 +125,9 @@ def main() -> None:
         "# Training speed: where a step goes",
         "",
         (f"CPU, {args.threads} torch threads, torch {torch.__version__}, {platform.platform()}, "
-         f"1-minute load average {load_before:.2f} before the run. Per row: after 3 warm-up steps, {args.steps} "
-         f"timed steps (the first two columns), then {args.steps} steps under `torch.profiler`. Encoder, decoder, Kalman smoother and the rest of the "
+         f"1-minute load average {load_before:.2f} before the run. Per row: after 3 warm-up steps, {args.rounds} rounds of "
+         f"{per_round} timed steps in which the rows take turns (after one discarded round); the first two columns are "
+         f"the median round's. Then {args.steps} steps under `torch.profiler`. Encoder, decoder, Kalman smoother and the rest of the "
          "objective split the forward pass; the backward pass of all of them is one column. Times are "
          "CPU time per step (ms) inside each named range, measured with the profiler's own overhead, "
          "so they need not add up to the first column."),
