@@ -3,16 +3,18 @@
     python scripts/bench_training_speed.py [--steps 10] [--rounds 5] [--threads 2] [--out-dir docs/results]
 
 Per row (a preset with settings): a Trainer on the preset's data set (``data/pendulum.npz``,
-``data/reacher_angles.npz``, ``data/reacher_rgb.npz``: ``python -m envs.generate NAME``) and 3 warm-up
-steps. Then ``--steps`` timed steps per row, in ``--rounds`` rounds in which every row takes its turn
-(after one discarded round), so that a slow spell of the machine falls on all rows alike; a row's
-time is the median of its rounds. Then ``--steps`` steps per row under ``torch.profiler``. The named ranges of ``Trainer.train_step`` and ``KalmanVAE.loss_terms``
-split the step: the forward pass into encoder, decoder, Kalman smoother and the rest of the
-objective; then the backward pass and the optimiser. The rows compare the Kalman smoother's fused
-CPU kernels with its eager torch form (pendulum and joint-angle reacher presets, the KVAE baseline, whose
-transition ignores z so that its whole filter is one kernel call), the pendulum preset
-in float32 and bfloat16, and the RGB observation networks as they were (32 channels, float32) with
-the preset (16 channels, bfloat16, channels-last).
+``data/reacher_angles.npz``, ``data/reacher_rgb.npz``: ``python -m envs.generate NAME``) and 3
+warm-up steps; all rows' Trainers are held at once (about 2 GB, most of it the RGB data set twice).
+Then ``--rounds`` rounds of ``--steps // --rounds`` timed steps per row, in which every row takes its
+turn (after one discarded round), so that a slow spell of the machine falls on all rows alike; a
+row's time is the median of its rounds. Then ``--steps`` steps per row under ``torch.profiler``. The
+named ranges of ``Trainer.train_step`` and ``KalmanVAE.loss_terms`` split the step: the forward pass
+into encoder, decoder, Kalman smoother and the rest of the objective; then the backward pass and the
+optimiser. The rows compare the Kalman smoother's fused CPU kernels with its eager torch form
+(pendulum and joint-angle reacher presets, the KVAE baseline, whose transition ignores z so that its
+whole filter is one kernel call), the pendulum preset in float32 and bfloat16, and the RGB
+observation networks as they were (32 channels, float32) with the preset (16 channels, bfloat16,
+channels-last).
 
 Writes ``training_speed.json`` and ``training_speed.md`` into ``--out-dir``.
 """
@@ -66,6 +68,7 @@ def warmed_trainer(config: str, settings: list[str], threads: int, run_dir: Path
 
 
 def kalman_form(eager: bool) -> contextlib.AbstractContextManager:
+    """The Kalman smoother's eager form if ``eager``, else its default (the fused kernels on the CPU)."""
     return kalman_kernels.eager_only() if eager else contextlib.nullcontext()
 
 
@@ -92,7 +95,8 @@ def profile_ranges(trainer: Trainer, eager: bool, steps: int) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed and profiled steps per row (default 10)")
+    parser.add_argument("--steps", type=int, default=10, help="profiled steps per row, and timed steps per row in all rounds "
+                        "(rounded down to a multiple of --rounds; default 10)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds the timed steps are split into (default 5)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path("docs/results"))

@@ -6,15 +6,15 @@ Trains the fast preset (``configs/pendulum_ekvae_fast.yaml``, a in 3 dims) and t
 a in 2 dims (``model.dim_a=2 model.dim_z=3``, the paper's sizes) from one model seed on
 ``data/pendulum.npz`` (the tuning data), and draws the encoder means of the test split's frames at
 each of ``--steps``, coloured by the true angle, with the OLS R² from a to (cos, sin) of the angle.
-A closed curve in the plane that starts with a twist keeps it (see "Why a has three dimensions" in
-docs/engine.md); seed 7 is a tuning seed on which that happens. Runs go to ``--runs-dir`` (resumed if
-there); writes ``--out``.
+A closed curve in the plane that starts with a twist keeps it (docs/engine.md, "Why a has three
+dimensions in the fast preset"); seed 7 is a tuning seed on which that happens. The runs train in a
+temporary directory; writes ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -34,11 +34,30 @@ VARIANTS = {"a in 2 dims (Dz 3)": ["model.dim_a=2", "model.dim_z=3"], "a in 3 di
 
 def encoder_means(trainer: Trainer, data: SequenceDataset) -> torch.Tensor:
     """Means of q(a|x) for every frame of ``data``: ``(N * T, Da)``."""
+    frames = data.observations()
     trainer.model.eval()
     with torch.no_grad():
-        mean, _ = trainer.model.encode(data.observations().to(trainer.device))
+        means = trainer.model.encode_position(frames.reshape(-1, *frames.shape[2:]).to(trainer.device))
     trainer.model.train()
-    return mean.reshape(-1, mean.shape[-1]).cpu()
+    return means.cpu()
+
+
+def draw_row(fig: plt.Figure, row: int, label: str, trainer: Trainer, steps: list[int]) -> None:
+    """Train ``trainer`` to each of ``steps`` and draw its encoder means there, one panel per step."""
+    train, test = trainer.train_data, trainer.test_data
+    angle = test.states[..., 0].reshape(-1)
+    colour = torch.atan2(angle.sin(), angle.cos())
+    fit_targets = state_targets(train.states.reshape(-1, train.states.shape[-1]), train.metadata)["hinge_angle"]
+    test_targets = state_targets(test.states.reshape(-1, test.states.shape[-1]), test.metadata)["hinge_angle"]
+    for column, step in enumerate(steps):
+        trainer.fit(progress=False, until=step)
+        a_test = encoder_means(trainer, test)
+        r2 = ols_r2(encoder_means(trainer, train), fit_targets, a_test, test_targets)
+        ax = fig.add_subplot(2, len(steps), row * len(steps) + column + 1,
+                             projection="3d" if a_test.shape[1] == 3 else None)
+        ax.scatter(*a_test.T, c=colour, cmap="hsv", s=1)
+        ax.set_title(f"{label}\nstep {trainer.step}: OLS R² a → angle {r2:.3f}", fontsize=9)
+        ax.tick_params(labelsize=6)
 
 
 def main() -> int:
@@ -46,29 +65,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 300, 600])
     parser.add_argument("--data", default="data/pendulum.npz")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/plot_pendulum_embedding"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/pendulum_embedding_2d_3d.png"))
     args = parser.parse_args()
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    fig = plt.figure(figsize=(3.6 * len(args.steps), 7.2))
-    for row, (label, overrides) in enumerate(VARIANTS.items()):
-        config = load_config(PRESET, [f"seed={args.seed}", f"data={args.data}", "eval_every=100000", *overrides])
-        trainer = Trainer(config, args.runs_dir / f"dim_a{config.model.dim_a}_seed{args.seed}", resume=True)
-        train, test = trainer.train_data, trainer.test_data
-        angle = test.states[..., 0].reshape(-1)
-        fit_targets = state_targets(train.states.reshape(-1, train.states.shape[-1]), train.metadata)["hinge_angle"]
-        test_targets = state_targets(test.states.reshape(-1, test.states.shape[-1]), test.metadata)["hinge_angle"]
-        for column, step in enumerate(args.steps):
-            trainer.fit(progress=False, until=step)
-            a_test = encoder_means(trainer, test)
-            r2 = ols_r2(encoder_means(trainer, train), fit_targets, a_test, test_targets)
-            three_d = a_test.shape[1] == 3
-            ax = fig.add_subplot(2, len(args.steps), row * len(args.steps) + column + 1,
-                                 projection="3d" if three_d else None)
-            colour = torch.atan2(angle.sin(), angle.cos())
-            ax.scatter(*a_test.T, c=colour, cmap="hsv", s=1)
-            ax.set_title(f"{label}\nstep {trainer.step}: OLS R² a → angle {r2:.3f}", fontsize=9)
-            ax.tick_params(labelsize=6)
+    steps = sorted(set(args.steps))
+    fig = plt.figure(figsize=(3.6 * len(steps), 7.2))
+    with tempfile.TemporaryDirectory() as runs:
+        for row, (label, overrides) in enumerate(VARIANTS.items()):
+            config = load_config(PRESET, [f"seed={args.seed}", f"data={args.data}", "eval_every=100000", *overrides])
+            trainer = Trainer(config, Path(runs) / str(row))
+            draw_row(fig, row, label, trainer, steps)
     fig.suptitle(f"Encoder means of the test frames, coloured by the true angle (model seed {args.seed})")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)

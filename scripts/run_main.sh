@@ -40,9 +40,10 @@ latentworld imagine "$run/pendulum_ekvae_fast" --goal latentworld/pretrained/pen
   --out "$run/imagined.png"
 
 # A swing-up policy trained only in the latent env (J(ω)), then scored in the real env.
-# One policy per model: a model trained further (a larger LATENTWORLD_MAIN_STEPS) gets its own policy.
+# One policy per model: another preset or a model trained further (a larger LATENTWORLD_MAIN_STEPS) gets
+# its own policy, so a policy trained on an earlier main job's model is never reused for this one.
 policy="$run/swingup_jomega_${LATENTWORLD_MAIN_MODEL:-trained}"
-[ "${LATENTWORLD_MAIN_MODEL:-trained}" = trained ] && policy="${policy}_${steps}steps"
+[ "${LATENTWORLD_MAIN_MODEL:-trained}" = trained ] && policy="${policy}_$(basename "$model")_${steps}steps"
 if [ ! -f "$policy/meta.json" ]; then
   python -m agents train jomega --model "$model" --task swingup --out "$policy"
 else

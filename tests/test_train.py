@@ -25,7 +25,8 @@ def test_every_preset_loads_with_its_models_settings(preset):
     if preset == "pendulum_ekvae_fast.yaml":  # the base preset with a 3-dim a and the fast schedule's changes
         base = load_config("configs/pendulum_ekvae.yaml")
         assert config.model == dataclasses.replace(base.model, dim_z=4, dim_a=3)
-        assert (config.batch_size, config.schedule.calibration_steps, config.steps) == (32, 100, 2000)
+        assert (config.batch_size, config.schedule.calibration_steps, config.steps, config.lr, config.eval_every) == (
+            32, 100, 2000, 0.002, 100)
 
 
 @pytest.fixture()
