@@ -97,20 +97,22 @@ def kalman_inputs(B: int, T: int, dz: int, da: int, du: int, dtype: torch.dtype 
     return a, u, H, R, mean0, cov0
 
 
+def kalman_form(eager: bool) -> contextlib.AbstractContextManager:
+    """The Kalman smoother's eager form if ``eager``, else its default (the fused kernels on the CPU)."""
+    return kalman_kernels.eager_only() if eager else contextlib.nullcontext()
+
+
 def torch_calls(transition: nn.Module, inputs: tuple[Tensor, ...], eager: bool = False, **options: bool
                 ) -> tuple[Callable[[], object], Callable[[], object], Tensor]:
     """The smoother's forward (building the graph, as in training) and forward+backward as calls to
     time, and its smoothed means ``(B, T, Dz)`` on the CPU; ``eager`` runs its eager torch form,
     ``options`` go to ``kalman_smoother`` (``linear_given_inputs``, ``parallel``)."""
-    def form() -> contextlib.AbstractContextManager:
-        return kalman_kernels.eager_only() if eager else contextlib.nullcontext()
-
     def sync() -> None:
         if inputs[0].is_cuda:
             torch.cuda.synchronize()
 
     def forward() -> Tensor:
-        with form():
+        with kalman_form(eager):
             out = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], **options)
         return out.smoothed_mean.sum() + out.log_likelihood.sum()
 
@@ -118,7 +120,7 @@ def torch_calls(transition: nn.Module, inputs: tuple[Tensor, ...], eager: bool =
         forward().backward()
         sync()
 
-    with torch.no_grad(), form():
+    with torch.no_grad(), kalman_form(eager):
         means = kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:], **options).smoothed_mean
     return lambda: (forward(), sync()), forward_backward, means.cpu()
 

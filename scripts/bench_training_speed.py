@@ -22,7 +22,6 @@ Writes ``training_speed.json`` and ``training_speed.md`` into ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -33,11 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_kalman import interleaved_medians
+from bench_kalman import interleaved_medians, kalman_form
 from torch.profiler import profile
 
 from latentworld.experiment.config import load_config
-from latentworld.probability import kalman_kernels
 from latentworld.training.trainer import Trainer
 
 ROWS = {  # name: (config, settings, Kalman smoother in its eager form)
@@ -65,11 +63,6 @@ def warmed_trainer(config: str, settings: list[str], threads: int, run_dir: Path
     for _ in range(3):
         trainer.train_step()
     return trainer
-
-
-def kalman_form(eager: bool) -> contextlib.AbstractContextManager:
-    """The Kalman smoother's eager form if ``eager``, else its default (the fused kernels on the CPU)."""
-    return kalman_kernels.eager_only() if eager else contextlib.nullcontext()
 
 
 def training_steps(trainer: Trainer, eager: bool, steps: int) -> Callable[[], None]:

@@ -23,23 +23,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from latentworld.common.data import SequenceDataset
+from agents.problem import encoded_positions
 from latentworld.evaluation.metrics import ols_r2, state_targets
 from latentworld.experiment.config import load_config
 from latentworld.training.trainer import Trainer
 
 PRESET = "configs/pendulum_ekvae_fast.yaml"
 VARIANTS = {"a in 2 dims (Dz 3)": ["model.dim_a=2", "model.dim_z=3"], "a in 3 dims (Dz 4, the fast preset)": []}
-
-
-def encoder_means(trainer: Trainer, data: SequenceDataset) -> torch.Tensor:
-    """Means of q(a|x) for every frame of ``data``: ``(N * T, Da)``."""
-    frames = data.observations()
-    trainer.model.eval()
-    with torch.no_grad():
-        means = trainer.model.encode_position(frames.reshape(-1, *frames.shape[2:]).to(trainer.device))
-    trainer.model.train()
-    return means.cpu()
 
 
 def draw_row(fig: plt.Figure, row: int, label: str, trainer: Trainer, steps: list[int]) -> None:
@@ -51,8 +41,8 @@ def draw_row(fig: plt.Figure, row: int, label: str, trainer: Trainer, steps: lis
     test_targets = state_targets(test.states.reshape(-1, test.states.shape[-1]), test.metadata)["hinge_angle"]
     for column, step in enumerate(steps):
         trainer.fit(progress=False, until=step)
-        a_test = encoder_means(trainer, test)
-        r2 = ols_r2(encoder_means(trainer, train), fit_targets, a_test, test_targets)
+        a_test = encoded_positions(trainer.model, test)
+        r2 = ols_r2(encoded_positions(trainer.model, train), fit_targets, a_test, test_targets)
         ax = fig.add_subplot(2, len(steps), row * len(steps) + column + 1,
                              projection="3d" if a_test.shape[1] == 3 else None)
         ax.scatter(*a_test.T, c=colour, cmap="hsv", s=1)
@@ -71,7 +61,8 @@ def main() -> int:
     fig = plt.figure(figsize=(3.6 * len(steps), 7.2))
     with tempfile.TemporaryDirectory() as runs:
         for row, (label, overrides) in enumerate(VARIANTS.items()):
-            config = load_config(PRESET, [f"seed={args.seed}", f"data={args.data}", "eval_every=100000", *overrides])
+            config = load_config(PRESET, [f"seed={args.seed}", f"data={args.data}", "eval_every=100000",
+                                          "device=cpu", *overrides])
             trainer = Trainer(config, Path(runs) / str(row))
             draw_row(fig, row, label, trainer, steps)
     fig.suptitle(f"Encoder means of the test frames, coloured by the true angle (model seed {args.seed})")
