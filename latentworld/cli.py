@@ -21,7 +21,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     trainer = Trainer(config, args.run_dir, resume=args.resume)
     print(f"[train] {args.run_dir}: {config.steps} steps from step {trainer.step}, data {config.data}, "
-          f"schedule {config.schedule.kind}")
+          f"schedule {config.schedule.kind}, {trainer.device.type} in {trainer.precision}")
     trainer.fit(progress=not args.no_progress)
     print(f"[train] done in {trainer.elapsed:.0f} s; checkpoint {Path(args.run_dir) / 'checkpoint'}")
     return 0

@@ -125,6 +125,16 @@ def torch_calls(transition: nn.Module, inputs: tuple[Tensor, ...], eager: bool =
     return lambda: (forward(), sync()), forward_backward, means.cpu()
 
 
+def no_graph_forward(transition: nn.Module, inputs: tuple[Tensor, ...]) -> Callable[[], object]:
+    """The smoother's forward without the autograd graph, as evaluation and the real-env observer run it."""
+    def call() -> None:
+        with torch.no_grad():
+            kalman_smoother(inputs[0], inputs[1], transition, *inputs[2:])
+        if inputs[0].is_cuda:
+            torch.cuda.synchronize()
+    return call
+
+
 def dynamax_calls(transition: LinearTransition, inputs: tuple[Tensor, ...]
                   ) -> tuple[Callable[[], object], Callable[[], object], Tensor]:
     """The same for dynamax's ``lgssm_smoother`` (jit, vmapped over the batch); the gradient is taken
@@ -196,6 +206,7 @@ def bench(T: int, args: argparse.Namespace, with_dynamax: bool) -> dict[str, flo
         linear, moved, linear_given_inputs=True)
     calls["linear_stepwise_forward_ms"], calls["linear_stepwise_forward_backward_ms"], _ = torch_calls(linear, moved)
     calls["ekvae_forward_ms"], calls["ekvae_forward_backward_ms"], _ = torch_calls(mixture, moved)
+    calls["ekvae_no_graph_forward_ms"] = no_graph_forward(mixture, moved)
     calls["linear_eager_forward_ms"], calls["linear_eager_forward_backward_ms"], eager = torch_calls(
         linear, moved, eager=True)
     calls["ekvae_eager_forward_ms"], calls["ekvae_eager_forward_backward_ms"], _ = torch_calls(
@@ -320,6 +331,12 @@ def main() -> None:
         header,
         rule,
         *(f"| {r['T']} | {cells(r, 'ekvae')} |" for r in rows),
+        "",
+        ("*EKVAE-like, forward without the autograd graph* (as evaluation and the real-env observer run it; "
+         "also the least a forward could cost that leaves the graph to a recomputing backward): "
+         + "; ".join(f"T = {r['T']}: {r['ekvae_no_graph_forward_ms']:.2f} ms "
+                     f"({ratio(r, 'ekvae_no_graph_forward_ms', 'dynamax_forward_ms')} dynamax's forward)" for r in rows)
+         + "."),
         "",
         ("*Ours, step by step* (the linear model run as a transition that may read z: one kernel call "
          "per update and per prediction, Python between them, as for the EKVAE): "

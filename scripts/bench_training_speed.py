@@ -13,8 +13,9 @@ into encoder, decoder, Kalman smoother and the rest of the objective; then the b
 optimiser. The rows compare the Kalman smoother's fused CPU kernels with its eager torch form
 (pendulum and joint-angle reacher presets, the KVAE baseline, whose transition ignores z so that its
 whole filter is one kernel call), the pendulum preset in float32 and bfloat16, and the RGB
-observation networks as they were (32 channels, float32) with the preset (16 channels, bfloat16,
-channels-last).
+observation networks as they were (32 channels, float32) with the preset's (16 channels,
+channels-last) in float32 and in bfloat16. The report says whether this CPU computes bfloat16
+natively (AVX-512 BF16 or AMX), where the preset's ``precision: auto`` takes it.
 
 Writes ``training_speed.json`` and ``training_speed.md`` into ``--out-dir``.
 """
@@ -35,6 +36,7 @@ import torch
 from bench_kalman import interleaved_medians, kalman_form
 from torch.profiler import profile
 
+from latentworld.common.device import native_bfloat16
 from latentworld.experiment.config import load_config
 from latentworld.training.trainer import Trainer
 
@@ -50,7 +52,8 @@ ROWS = {  # name: (config, settings, Kalman smoother in its eager form)
     "reacher angles preset, eager Kalman form": ("configs/reacher_angles_ekvae.yaml", [], True),
     "reacher RGB, 32 channels, float32": ("configs/reacher_rgb_ekvae.yaml", ["model.conv_width=32",
                                                                              "precision=float32"], False),
-    "reacher RGB preset (16 channels, bfloat16)": ("configs/reacher_rgb_ekvae.yaml", [], False),
+    "reacher RGB preset (16 channels), float32": ("configs/reacher_rgb_ekvae.yaml", ["precision=float32"], False),
+    "reacher RGB preset (16 channels), bfloat16": ("configs/reacher_rgb_ekvae.yaml", ["precision=bfloat16"], False),
 }
 FORWARD_PARTS = ("encoder", "decoder", "kalman smoother")
 PHASES = ("forward", "backward", "optimizer")
@@ -112,7 +115,8 @@ def main() -> None:
     command = shlex.join(["python", "scripts/bench_training_speed.py", *sys.argv[1:]])
     report = {"command": command, "torch": torch.__version__, "threads": args.threads,
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "load_average_1min_before": round(load_before, 2)},
+                          "load_average_1min_before": round(load_before, 2),
+                          "native_bfloat16": native_bfloat16(torch.device("cpu"))},
               "profiled_steps": args.steps, "rounds": args.rounds, "steps_per_round": per_round, "rows": results}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "training_speed.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -122,7 +126,8 @@ def main() -> None:
         "# Training speed: where a step goes",
         "",
         (f"CPU, {args.threads} torch threads, torch {torch.__version__}, {platform.platform()}, "
-         f"1-minute load average {load_before:.2f} before the run. Per row: after 3 warm-up steps, {args.rounds} rounds of "
+         f"1-minute load average {load_before:.2f} before the run; "
+         f"{'native bfloat16 (AVX-512 BF16 or AMX)' if report['machine']['native_bfloat16'] else 'no native bfloat16 (no AVX-512 BF16 or AMX: autocast emulates it)'}. Per row: after 3 warm-up steps, {args.rounds} rounds of "
          f"{per_round} timed steps in which the rows take turns (after one discarded round); the first two columns are "
          f"the median round's. Then {args.steps} steps under `torch.profiler`. Encoder, decoder, Kalman smoother and the rest of the "
          "objective split the forward pass; the backward pass of all of them is one column. Times are "

@@ -93,15 +93,27 @@ def inverse_mass_range(data: SequenceDataset) -> dict[str, list[float]] | None:
             for i, joint in enumerate(env.env_spec.joints)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_inputs(description: str, argv: list[str] | None, datasets: tuple[str, ...] | None = None
+                 ) -> tuple[argparse.Namespace, torch.nn.Module, SequenceDataset, SequenceDataset, str]:
+    """The command line a probe takes (``CHECKPOINT [--data PATH] [--out FILE]``) and what it names: the
+    arguments, the model, the data set's train and test splits and its path. ``datasets``: the data
+    sets the model must have been trained on (a usage error otherwise)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("checkpoint", help="a run folder, its checkpoint folder, or a shipped model's")
     parser.add_argument("--data", help="data set (default: the one the model was trained on)")
     parser.add_argument("--out", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     model, config, meta = load_model(args.checkpoint)
+    if datasets is not None and meta.get("dataset_name") not in datasets:
+        parser.error(f"{args.checkpoint} is not a {' or '.join(datasets)} model (its data set: "
+                     f"{meta.get('dataset_name')!r})")
     data_path = args.data or config.data
     train, test = (load_model_data(meta, data_path, split) for split in ("train", "test"))
+    return args, model, train, test, data_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, model, train, test, data_path = probe_inputs(__doc__.splitlines()[0], argv)
     results = {"checkpoint": str(args.checkpoint), "data": str(data_path),
                "velocities": probe(model, train, test), "inverse_mass_diagonal_range": inverse_mass_range(test)}
     probes = list(next(iter(results["velocities"].values())))

@@ -70,6 +70,23 @@ def test_velocity_probe_finds_the_shipped_reacher_models_velocities_beyond_the_l
     assert high > 3 * low  # the wrist's inverse mass depends strongly on the arm's pose
 
 
+def test_wrist_fold_probe_finds_the_sign_of_the_bend_in_the_shipped_angle_model(reacher_data, tmp_path):
+    out = tmp_path / "fold.json"
+    subprocess.run([sys.executable, "scripts/probe_wrist_fold.py", "reacher_angles_ekvae", "--data", str(reacher_data),
+                    "--out", str(out)], check=True, capture_output=True)
+    r2 = json.loads(out.read_text())["ols_r2"]
+    # The joint-angle model keeps the wrist as (cos, sin): both halves of its bend apart, linearly.
+    assert min(r2["cos(wrist)"], r2["sin(wrist)"], r2["wrist (cos, sin)"]) >= 0.99
+    assert r2["sign(wrist)"] > 0.7
+    assert r2["second link's world angle (cos, sin)"] < 0.3  # not the link's angle in the plane
+
+
+def test_wrist_fold_probe_refuses_a_model_that_is_not_a_reacher():
+    result = subprocess.run([sys.executable, "scripts/probe_wrist_fold.py", "pendulum_ekvae"],
+                            check=False, capture_output=True, text=True)
+    assert result.returncode == 2 and "is not a reacher_angles or reacher_rgb model" in result.stderr
+
+
 def test_latent_reacher_works_with_no_arguments_and_goal_conditioned(reacher_data):
     env = gym.make("LatentReacher-v0")
     check_env(env.unwrapped, skip_render_check=True)

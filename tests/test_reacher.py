@@ -142,7 +142,7 @@ def test_an_rgb_model_trains_from_uint8_frames_and_its_reach_policy_acts_in_the_
     assert frames.dtype == torch.uint8 and frames.shape[2:] == (3, 64, 64)
     config = load_config("configs/debug.yaml", [f"data={data}", "threads=1", "model.obs_kind=image_conv",
                                                 "model.conv_width=4", "model.dim_z=6", "model.dim_a=4",
-                                                "precision=bfloat16", "steps=8", "schedule.calibration_steps=4"])
+                                                "precision=auto", "steps=8", "schedule.calibration_steps=4"])
     Trainer(config, tmp_path / "run").fit(progress=False)
     problem = make_problem(str(tmp_path / "run"), make_task("reach", env_name="reacher_rgb"), validation_size=4)
     assert problem.goals.shape[1] == 4

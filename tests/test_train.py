@@ -47,6 +47,7 @@ def test_debug_training_writes_a_loadable_checkpoint(debug_config, tmp_path):
     state = torch.load(run / "checkpoint" / "model.pt", weights_only=True)
     model, config, meta = load_model(run, expect_kind="ekvae")
     assert meta["step"] == debug_config.steps and meta["model_class"] == "ekvae"
+    assert meta["precision"] == "float32"  # the debug config's, as resolved on this machine
     torch.testing.assert_close(model.state_dict()["F_bases"], state["F_bases"])
     assert config == debug_config
     history = read_history(run)
@@ -192,3 +193,31 @@ def test_git_commit_marks_a_run_made_from_uncommitted_changes(tmp_path):
     assert git_commit(tmp_path) == head
     (tmp_path / "preset.yaml").write_text("steps: 2\n")
     assert git_commit(tmp_path) == head + "-dirty"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_takes_bfloat16_only_where_the_device_computes_it_natively(native, monkeypatch):
+    import warnings
+
+    from latentworld.common import device
+
+    monkeypatch.setattr(device, "native_bfloat16", lambda _: native)
+    cpu = torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither auto nor float32 warns
+        assert device.resolve_precision("auto", cpu) == ("bfloat16" if native else "float32")
+        assert device.resolve_precision("float32", cpu) == "float32"
+        if native:
+            assert device.resolve_precision("bfloat16", cpu) == "bfloat16"
+    if not native:  # asked for explicitly, it is honoured, with a warning that it is emulated
+        with pytest.warns(UserWarning, match="no native bfloat16"):
+            assert device.resolve_precision("bfloat16", cpu) == "bfloat16"
+
+
+def test_native_bfloat16_follows_the_cpus_instruction_sets(monkeypatch):
+    from latentworld.common.device import native_bfloat16
+
+    for avx512_bf16, amx, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert native_bfloat16(torch.device("cpu")) is expected

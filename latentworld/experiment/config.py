@@ -80,9 +80,11 @@ class TrainConfig:
     """Iterations between validation R² / checkpoint."""
     threads: int = setting(2, low=1)
     """torch CPU threads."""
-    precision: str = setting("float32", choices=("float32", "bfloat16"))
+    precision: str = setting("float32", choices=("float32", "bfloat16", "auto"))
     """Matrix products of the observation networks (encoder, decoder) in training: "bfloat16" (autocast)
-    is faster on CPUs with AVX-512 BF16/AMX and on GPUs; the dynamics and the Kalman core stay float32."""
+    is faster on CPUs with AVX-512 BF16 or AMX and on GPUs, and several times slower where it is emulated
+    (other CPUs); "auto" takes bfloat16 where it is native, else float32. The dynamics and the Kalman core
+    stay float32."""
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
     """Where training and evaluation run: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu" or "cuda".
     Checkpoints are saved on the CPU and load anywhere; the latent envs and agents run on the CPU."""

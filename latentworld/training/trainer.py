@@ -28,7 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from latentworld.common.data import SequenceDataset, load_dataset
-from latentworld.common.device import select_device
+from latentworld.common.device import resolve_precision, select_device
 from latentworld.common.errors import CheckpointError, ConfigError, RunDirError
 from latentworld.common.fileio import (
     atomic_write_bytes,
@@ -130,6 +130,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False) -> None:
         self.config, self.run_dir = config, Path(run_dir)
         self.device = select_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)  # what "auto" means here
         self.group = join_process_group(self.device)
         if config.batch_size % self.group.world_size:
             raise ConfigError(f"batch_size ({config.batch_size}) must divide evenly among the "
@@ -224,7 +225,7 @@ class Trainer:
         }
         meta = model_meta(self.config, self.train_data, self.model, self.step,
                           {"schedule": self.config.schedule.kind, "d0": self.schedule.d0,
-                           "world_size": self.group.world_size,
+                           "world_size": self.group.world_size, "precision": self.precision,
                            "train_seconds": round(self.elapsed, 1), **(extra or {})})
         save_checkpoint(self.run_dir, self.model, self.config, meta, trainer_state)
 
@@ -248,7 +249,7 @@ class Trainer:
         index = torch.randint(len(self.train_data), (c.batch_size,), generator=self.generator)
         index = index.view(group.world_size, -1)[group.rank]  # this process's shard of the global batch
         x, u = self.train_data.observations(index).to(self.device), self.train_data.actions[index].to(self.device)
-        with batch_shard(group.rank, group.world_size), observation_precision(c.precision), record_function("forward"):
+        with batch_shard(group.rank, group.world_size), observation_precision(self.precision), record_function("forward"):
             terms = self.loss_terms(x, u)
         distortion, rate = terms["distortion"].mean(), terms["rate"].mean()
         # Global-batch means (equal shards), so REWO's λ and D0 agree across processes.
