@@ -165,7 +165,7 @@ def main() -> None:
             f"{name} on {where}": train_speed(config, settings, dev, cpu_threads)
             for name, config, settings in (
                 ("pendulum preset", "configs/pendulum_ekvae.yaml", []),
-                ("reacher RGB preset (bfloat16)", "configs/reacher_rgb_ekvae.yaml", []),
+                ("reacher RGB preset (bfloat16)", "configs/reacher_rgb_ekvae.yaml", ["precision=bfloat16"]),
                 ("reacher RGB preset (float32)", "configs/reacher_rgb_ekvae.yaml", ["precision=float32"]),
             )
             for where, dev in (("device", device), ("cpu", torch.device("cpu")))},

@@ -47,7 +47,7 @@ def test_debug_training_writes_a_loadable_checkpoint(debug_config, tmp_path):
     state = torch.load(run / "checkpoint" / "model.pt", weights_only=True)
     model, config, meta = load_model(run, expect_kind="ekvae")
     assert meta["step"] == debug_config.steps and meta["model_class"] == "ekvae"
-    assert meta["precision"] == "float32"  # the debug config's, as resolved on this machine
+    assert meta["precision"] == "float32"  # the debug config's
     torch.testing.assert_close(model.state_dict()["F_bases"], state["F_bases"])
     assert config == debug_config
     history = read_history(run)
@@ -214,6 +214,20 @@ def test_precision_auto_takes_bfloat16_only_where_the_device_computes_it_nativel
             assert device.resolve_precision("bfloat16", cpu) == "bfloat16"
 
 
+def test_auto_precision_is_recorded_and_a_resume_in_another_precision_says_so(debug_config, tmp_path, monkeypatch):
+    from latentworld.common import device
+
+    config, run = dataclasses.replace(debug_config, precision="auto", steps=7), tmp_path / "run"
+    monkeypatch.setattr(device, "native_bfloat16", lambda _: True)  # a machine with AMX, say
+    Trainer(config, run).fit(progress=False)
+    assert load_model(run)[2]["precision"] == "bfloat16"
+    monkeypatch.setattr(device, "native_bfloat16", lambda _: False)  # resumed on one without
+    with pytest.warns(UserWarning, match="trained in bfloat16 so far and continues in float32"):
+        resumed = Trainer(dataclasses.replace(config, steps=9), run, resume=True)
+    resumed.fit(progress=False)
+    assert load_model(run)[2]["precision"] == "float32"
+
+
 def test_native_bfloat16_follows_the_cpus_instruction_sets(monkeypatch):
     from latentworld.common.device import native_bfloat16
 
@@ -221,3 +235,12 @@ def test_native_bfloat16_follows_the_cpus_instruction_sets(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert native_bfloat16(torch.device("cpu")) is expected
+
+
+def test_native_bfloat16_on_a_gpu_does_not_count_emulation(monkeypatch):
+    from latentworld.common.device import native_bfloat16
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(
+        including_emulation) or including_emulation)  # a GPU before Ampere: bfloat16 only emulated
+    assert native_bfloat16(torch.device("cuda")) is False and asked == [False]

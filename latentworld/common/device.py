@@ -25,11 +25,11 @@ def select_device(name: str) -> torch.device:
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 matrix products in hardware: a CUDA GPU that supports them,
-    or a CPU with AVX-512 BF16 or AMX. Elsewhere autocast emulates bfloat16, which is slower than
-    float32 (4.5x per step of the RGB reacher preset on an AVX2-only CPU; docs/engine.md)."""
+    """Whether ``device`` computes bfloat16 matrix products in hardware: a CUDA GPU that supports them
+    (Ampere or later), or a CPU with AVX-512 BF16 or AMX. Elsewhere autocast emulates bfloat16, which is
+    slower than float32 (6.4x per step of the RGB reacher preset on an AVX2-only CPU; docs/engine.md)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     # Private helpers of torch.cpu (present in the pinned torch); absent ones count as no support.
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
@@ -44,7 +44,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bfloat16" if native else "float32"
     if name == "bfloat16" and not native:
-        warnings.warn(f"precision: bfloat16 asked for, but this {device.type.upper()} has no native bfloat16 "
-                      "(no AVX-512 BF16 or AMX): autocast emulates it, which is slower than float32; "
-                      "use precision=auto or float32", stacklevel=2)
+        what = "GPU (before Ampere)" if device.type == "cuda" else "CPU (no AVX-512 BF16 or AMX)"
+        warnings.warn(f"precision: bfloat16 asked for, but this {what} has no native bfloat16: it is "
+                      "emulated, which is slower than float32; use precision=auto or float32", stacklevel=3)
     return name

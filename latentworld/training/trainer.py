@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,11 @@ class Trainer:
 
     def _load_state(self) -> None:
         checkpoint_dir = self.run_dir / CHECKPOINT_DIR
-        verify_files(checkpoint_dir, read_meta(checkpoint_dir), (TRAINER_FILE,))
+        meta = read_meta(checkpoint_dir)
+        verify_files(checkpoint_dir, meta, (TRAINER_FILE,))
+        if meta.get("precision", self.precision) != self.precision:  # "auto" on another kind of machine
+            warnings.warn(f"{self.run_dir} trained in {meta['precision']} so far and continues in {self.precision} "
+                          f"(precision: {self.config.precision} on this {self.device.type})", stacklevel=3)
         state = load_torch(checkpoint_dir / TRAINER_FILE)
         try:
             self.model.load_state_dict(state["model"])
