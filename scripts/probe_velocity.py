@@ -34,6 +34,7 @@ from torch import Tensor
 
 from envs.real_env import RealEnv, feature_angles, wrap_angle
 from latentworld.common.data import SequenceDataset
+from latentworld.common.errors import LatentworldError
 from latentworld.common.fileio import atomic_write_bytes, refuse_package_dir
 from latentworld.evaluation.metrics import ols_r2, pooled_r2, smoothed_means
 from latentworld.experiment.checkpoint import load_model, load_model_data
@@ -103,14 +104,17 @@ def probe_inputs(description: str, argv: list[str] | None, datasets: tuple[str, 
     parser.add_argument("--data", help="data set (default: the one the model was trained on)")
     parser.add_argument("--out", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    if args.out:
-        refuse_package_dir(args.out.parent, "--out")
-    model, config, meta = load_model(args.checkpoint)
-    if datasets is not None and meta.get("dataset_name") not in datasets:
-        parser.error(f"{args.checkpoint} is not a {' or '.join(datasets)} model (its data set: "
-                     f"{meta.get('dataset_name')!r})")
-    data_path = args.data or config.data
-    train, test = (load_model_data(meta, data_path, split) for split in ("train", "test"))
+    try:  # a missing or corrupt checkpoint or data set is a usage error: one line, no traceback
+        if args.out:
+            refuse_package_dir(args.out.parent, "--out")
+        model, config, meta = load_model(args.checkpoint)
+        if datasets is not None and meta.get("dataset_name") not in datasets:
+            parser.error(f"{args.checkpoint} is not a {' or '.join(datasets)} model (its data set: "
+                         f"{meta.get('dataset_name')!r})")
+        data_path = args.data or config.data
+        train, test = (load_model_data(meta, data_path, split) for split in ("train", "test"))
+    except LatentworldError as err:
+        parser.error(" ".join(str(err).split()))
     return args, model, train, test, data_path
 
 

@@ -85,6 +85,9 @@ def test_wrist_fold_probe_refuses_a_model_that_is_not_a_reacher():
     result = subprocess.run([sys.executable, "scripts/probe_wrist_fold.py", "pendulum_ekvae"],
                             check=False, capture_output=True, text=True)
     assert result.returncode == 2 and "is not a reacher_angles or reacher_rgb model" in result.stderr
+    missing = subprocess.run([sys.executable, "scripts/probe_wrist_fold.py", "no/such/run"],
+                             check=False, capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_latent_reacher_works_with_no_arguments_and_goal_conditioned(reacher_data):
