@@ -7,7 +7,7 @@ A model that keeps cos(wrist) (how far the arm is bent) but not the sign of the 
 0.4 on it however well it keeps the rest. This probe fits OLS read-outs (with intercept) from z_t on
 the data set's training split and scores them on its test split, for each of: the shoulder (cos, sin),
 the wrist (cos, sin), cos(wrist), sin(wrist), |wrist|, sign(wrist), the elbow's and the fingertip's
-position in the plane (links of 0.12 m), the second link's world angle (cos, sin of shoulder + wrist).
+position in the plane (from the MuJoCo model's link lengths), the second link's world angle (cos, sin of shoulder + wrist).
 A fold shows as cos(wrist) and |wrist| high with sin(wrist) and sign(wrist) near 0.
 """
 
@@ -21,29 +21,30 @@ import torch
 from probe_velocity import probe_inputs
 from torch import Tensor
 
+from envs.reacher_kinematics import TwoLinkArm
+from envs.real_env import RealEnv
 from latentworld.common.data import SequenceDataset
 from latentworld.common.fileio import atomic_write_bytes
 from latentworld.evaluation.metrics import ols_r2, smoothed_means
 
-LINK = 0.12  # m, both links of dm_control's reacher
 
+def read_outs(arm: TwoLinkArm) -> dict[str, Callable[[Tensor], Tensor]]:
+    """``{name: joint angles (N, 2) (shoulder, wrist) → read-out target (N, K)}``, positions from ``arm``'s
+    forward kinematics."""
+    def circle(angle: Tensor) -> Tensor:  # (N,) → (N, 2): cos and sin
+        return torch.stack([angle.cos(), angle.sin()], -1)
 
-def circle(angle: Tensor) -> Tensor:
-    """``(N,)`` → ``(N, 2)``: cos and sin."""
-    return torch.stack([angle.cos(), angle.sin()], -1)
-
-
-READ_OUTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {  # name: (shoulder, wrist) (N,) → target (N, K)
-    "shoulder (cos, sin)": lambda s, w: circle(s),
-    "wrist (cos, sin)": lambda s, w: circle(w),
-    "cos(wrist)": lambda s, w: w.cos()[:, None],
-    "sin(wrist)": lambda s, w: w.sin()[:, None],
-    "|wrist|": lambda s, w: w.abs()[:, None],
-    "sign(wrist)": lambda s, w: w.sign()[:, None],
-    "elbow position": lambda s, w: LINK * circle(s),
-    "fingertip position": lambda s, w: LINK * (circle(s) + circle(s + w)),
-    "second link's world angle (cos, sin)": lambda s, w: circle(s + w),
-}
+    return {
+        "shoulder (cos, sin)": lambda q: circle(q[:, 0]),
+        "wrist (cos, sin)": lambda q: circle(q[:, 1]),
+        "cos(wrist)": lambda q: q[:, 1:].cos(),
+        "sin(wrist)": lambda q: q[:, 1:].sin(),
+        "|wrist|": lambda q: q[:, 1:].abs(),
+        "sign(wrist)": lambda q: q[:, 1:].sign(),
+        "elbow position": lambda q: arm.upper * circle(q[:, 0]),
+        "fingertip position": lambda q: torch.from_numpy(arm.finger(q.numpy())),
+        "second link's world angle (cos, sin)": lambda q: circle(q[:, 0] + q[:, 1]),
+    }
 
 
 @torch.no_grad()
@@ -51,10 +52,14 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset)
     """OLS R² of each read-out on the test split, ``{name: R²}``."""
     splits = {"train": train, "test": test}
     z = {name: smoothed_means(model, d).flatten(0, 1).double() for name, d in splits.items()}  # (N T, Dz)
-    angles = {name: d.states.flatten(0, 1).double() for name, d in splits.items()}  # shoulder, wrist first
-    return {name: ols_r2(z["train"], target(angles["train"][:, 0], angles["train"][:, 1]),
-                         z["test"], target(angles["test"][:, 0], angles["test"][:, 1]))
-            for name, target in READ_OUTS.items()}
+    angles = {name: d.states.flatten(0, 1)[:, :2].double() for name, d in splits.items()}  # (N T, 2)
+    env = RealEnv(test.metadata["name"])
+    try:
+        targets = read_outs(TwoLinkArm.of(env))
+    finally:
+        env.close()
+    return {name: ols_r2(z["train"], target(angles["train"]), z["test"], target(angles["test"]))
+            for name, target in targets.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
