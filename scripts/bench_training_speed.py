@@ -12,7 +12,8 @@ named ranges of ``Trainer.train_step`` and ``KalmanVAE.loss_terms`` split the st
 into encoder, decoder, Kalman smoother and the rest of the objective; then the backward pass and the
 optimiser. The rows compare the Kalman smoother's fused CPU kernels with its eager torch form
 (pendulum and joint-angle reacher presets, the KVAE baseline, whose transition ignores z so that its
-whole filter is one kernel call), the pendulum preset in float32 and bfloat16, and the RGB
+whole filter is one kernel call) and, for the EKVAE presets, the whole-filter call of the declared
+mixture with the mixer run step by step in Python between the kernel calls, the pendulum preset in float32 and bfloat16, and the RGB
 observation networks as they were (32 channels, float32) with the preset's (16 channels,
 channels-last) in float32 and in bfloat16. The report says whether this CPU computes bfloat16
 natively (AVX-512 BF16 or AMX), where the preset's ``precision: auto`` takes it.
@@ -23,13 +24,14 @@ Writes ``training_speed.json`` and ``training_speed.md`` into ``--out-dir``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -40,20 +42,23 @@ from latentworld.common.device import native_bfloat16
 from latentworld.experiment.config import load_config
 from latentworld.training.trainer import Trainer
 
-ROWS = {  # name: (config, settings, Kalman smoother in its eager form)
-    "pendulum preset, float32": ("configs/pendulum_ekvae.yaml", [], False),
-    "pendulum preset, float32, eager Kalman form": ("configs/pendulum_ekvae.yaml", [], True),
-    "pendulum preset, bfloat16": ("configs/pendulum_ekvae.yaml", ["precision=bfloat16"], False),
-    "pendulum fast preset (batch 32)": ("configs/pendulum_ekvae_fast.yaml", [], False),
-    "pendulum fast preset (batch 32), eager Kalman form": ("configs/pendulum_ekvae_fast.yaml", [], True),
-    "KVAE baseline (pendulum; its whole filter in one kernel call)": ("configs/pendulum_kvae.yaml", [], False),
-    "KVAE baseline, eager Kalman form": ("configs/pendulum_kvae.yaml", [], True),
-    "reacher angles preset": ("configs/reacher_angles_ekvae.yaml", [], False),
-    "reacher angles preset, eager Kalman form": ("configs/reacher_angles_ekvae.yaml", [], True),
+ROWS = {  # name: (config, settings, the Kalman smoother's form: fused, stepwise or eager)
+    "pendulum preset, float32": ("configs/pendulum_ekvae.yaml", [], "fused"),
+    "pendulum preset, float32, mixer step by step": ("configs/pendulum_ekvae.yaml", [], "stepwise"),
+    "pendulum preset, float32, eager Kalman form": ("configs/pendulum_ekvae.yaml", [], "eager"),
+    "pendulum preset, bfloat16": ("configs/pendulum_ekvae.yaml", ["precision=bfloat16"], "fused"),
+    "pendulum fast preset (batch 32)": ("configs/pendulum_ekvae_fast.yaml", [], "fused"),
+    "pendulum fast preset (batch 32), mixer step by step": ("configs/pendulum_ekvae_fast.yaml", [], "stepwise"),
+    "pendulum fast preset (batch 32), eager Kalman form": ("configs/pendulum_ekvae_fast.yaml", [], "eager"),
+    "KVAE baseline (pendulum; its whole filter in one kernel call)": ("configs/pendulum_kvae.yaml", [], "fused"),
+    "KVAE baseline, eager Kalman form": ("configs/pendulum_kvae.yaml", [], "eager"),
+    "reacher angles preset": ("configs/reacher_angles_ekvae.yaml", [], "fused"),
+    "reacher angles preset, mixer step by step": ("configs/reacher_angles_ekvae.yaml", [], "stepwise"),
+    "reacher angles preset, eager Kalman form": ("configs/reacher_angles_ekvae.yaml", [], "eager"),
     "reacher RGB, 32 channels, float32": ("configs/reacher_rgb_ekvae.yaml", ["model.conv_width=32",
-                                                                             "precision=float32"], False),
-    "reacher RGB preset (16 channels), float32": ("configs/reacher_rgb_ekvae.yaml", ["precision=float32"], False),
-    "reacher RGB preset (16 channels), bfloat16": ("configs/reacher_rgb_ekvae.yaml", ["precision=bfloat16"], False),
+                                                                             "precision=float32"], "fused"),
+    "reacher RGB preset (16 channels), float32": ("configs/reacher_rgb_ekvae.yaml", ["precision=float32"], "fused"),
+    "reacher RGB preset (16 channels), bfloat16": ("configs/reacher_rgb_ekvae.yaml", ["precision=bfloat16"], "fused"),
 }
 FORWARD_PARTS = ("encoder", "decoder", "kalman smoother")
 PHASES = ("forward", "backward", "optimizer")
@@ -68,18 +73,34 @@ def warmed_trainer(config: str, settings: list[str], threads: int, run_dir: Path
     return trainer
 
 
-def training_steps(trainer: Trainer, eager: bool, steps: int) -> Callable[[], None]:
-    """A call that runs ``steps`` training steps with the Kalman smoother's fused or eager form."""
+@contextlib.contextmanager
+def smoother_form(trainer: Trainer, form: str) -> Iterator[None]:
+    """Within the block the trainer's Kalman smoother runs in ``form``: ``fused`` (as by default: on the CPU
+    the fused kernels, the EKVAE's whole filter in one call), ``stepwise`` (the fused kernels, but the
+    EKVAE's transition handed over as a plain callable, so that its mixer runs in Python between the
+    kernel calls of every step, as before the mixture was declared) or ``eager`` (eager torch ops)."""
+    model = trainer.model
+    if form == "stepwise":
+        model.smoother_transition = lambda: model.transition
+    try:
+        with kalman_form(form == "eager"):
+            yield
+    finally:
+        model.__dict__.pop("smoother_transition", None)
+
+
+def training_steps(trainer: Trainer, form: str, steps: int) -> Callable[[], None]:
+    """A call that runs ``steps`` training steps with the Kalman smoother in ``form``."""
     def call() -> None:
-        with kalman_form(eager):
+        with smoother_form(trainer, form):
             for _ in range(steps):
                 trainer.train_step()
     return call
 
 
-def profile_ranges(trainer: Trainer, eager: bool, steps: int) -> dict[str, float]:
+def profile_ranges(trainer: Trainer, form: str, steps: int) -> dict[str, float]:
     """CPU ms per step inside each named range, over ``steps`` profiled steps."""
-    with kalman_form(eager), profile() as prof:
+    with smoother_form(trainer, form), profile() as prof:
         for _ in range(steps):
             trainer.train_step()
     ranges = {event.key: event.cpu_time_total / 1e3 / steps for event in prof.key_averages()
@@ -105,12 +126,12 @@ def main() -> None:
                     for i, (name, (config, settings, _)) in enumerate(ROWS.items())}
         # Timed without the profiler, whose own cost per op is not small; the discarded first round keeps
         # the process's slower first steps (allocator, thread pools) out of the table.
-        medians = interleaved_medians({name: training_steps(trainers[name], eager, per_round)
-                                       for name, (_, _, eager) in ROWS.items()}, reps=args.rounds, warmup=1)
-        for name, (_, _, eager) in ROWS.items():
+        medians = interleaved_medians({name: training_steps(trainers[name], form, per_round)
+                                       for name, (_, _, form) in ROWS.items()}, reps=args.rounds, warmup=1)
+        for name, (_, _, form) in ROWS.items():
             total = medians[name] / per_round
             results[name] = {"ms_per_step": round(total, 1), "steps_per_second": round(1e3 / total, 2),
-                             **profile_ranges(trainers[name], eager, args.steps)}
+                             **profile_ranges(trainers[name], form, args.steps)}
             print(name, results[name], flush=True)
     command = shlex.join(["python", "scripts/bench_training_speed.py", *sys.argv[1:]])
     report = {"command": command, "torch": torch.__version__, "threads": args.threads,

@@ -58,6 +58,25 @@ def test_smoothed_posterior_is_the_kalman_smoother_of_the_encoder_means():
     torch.testing.assert_close(got.smoothed_mean, want.smoothed_mean)
 
 
+def test_the_declared_mixture_is_the_transition_and_trains_to_the_same_gradients():
+    model = tiny_model().double()
+    z, u = torch.randn(7, 3, dtype=torch.float64) * 3, torch.randn(7, 1, dtype=torch.float64)
+    declared = model.smoother_transition()
+    for got, want in zip(declared(z, u), model.transition(z, u), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    x, u = torch.rand(4, 6, 1, 8, 8, dtype=torch.float64), torch.randn(4, 6, 1, dtype=torch.float64)
+
+    def gradients() -> list[torch.Tensor]:
+        torch.manual_seed(1)  # the same sampled a, z_1 and z_{t-1}
+        terms = model.loss_terms(x, u)
+        return list(torch.autograd.grad(terms["rate"].sum() + terms["distortion"].sum(), model.parameters()))
+
+    fused = gradients()  # the whole filter in one call of the fused kernels
+    model.smoother_transition = lambda: model.transition  # the filter step by step, the mixer in Python
+    for got, want in zip(fused, gradients(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+
+
 def test_online_filter_steps_reproduce_the_batch_filter():
     model = tiny_model()
     x, u = torch.rand(2, 6, 1, 8, 8), torch.randn(2, 6, 1)

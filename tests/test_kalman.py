@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from latentworld.models.networks import mlp
 from latentworld.probability import kalman_kernels
 from latentworld.probability.kalman import (
     KalmanResult,
@@ -21,6 +22,7 @@ from latentworld.probability.kalman import (
     kalman_smoother,
     kalman_update,
 )
+from latentworld.probability.mixture_transition import MixtureTransition
 
 F64 = torch.float64
 FORMS = ["fused", "eager"]  # the smoother's fused CPU kernels and its eager torch form
@@ -386,6 +388,92 @@ def test_fused_kernels_agree_with_the_eager_form_in_every_output_and_gradient(B:
         if name == "R":  # a covariance: compare the gradient among symmetric matrices
             got, want = 0.5 * (got + got.mT), 0.5 * (want + want.mT)
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=name)
+
+
+class CountingMixture(MixtureTransition):
+    """A :class:`MixtureTransition` that counts its eager evaluations (the fused filter makes none)."""
+
+    calls = 0
+
+    def __call__(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        CountingMixture.calls += 1
+        return super().__call__(z, v)
+
+
+def random_mixture(gen: torch.Generator, Dz: int, Dv: int, Du: int, M: int, layers: int) -> MixtureTransition:
+    """A mixture with ``layers`` linear layers in its mixer, weights large enough that α varies a lot."""
+    torch.manual_seed(int(torch.randint(1 << 30, (1,), generator=gen)))
+    mixer = mlp(Dz + Dv, 6, M, n_layers=layers - 1).double()
+    for parameter in mixer.parameters():
+        parameter.data.mul_(3.0)
+    return CountingMixture.from_mlp(mixer, torch.eye(Dz, dtype=F64) + 0.4 * torch.randn(M, Dz, Dz, generator=gen,
+                                                                                        dtype=F64),
+                                    torch.randn(M, Dz, Du, generator=gen, dtype=F64),
+                                    0.1 + torch.rand(M, Dz, generator=gen, dtype=F64))
+
+
+@pytest.mark.parametrize(
+    "B,T,layers,extra_inputs",
+    # Batches around the kernels' 8 lanes; a mixer of one to three layers; inputs v beyond the actions
+    # (they steer the mixture only, as the KVAE's appended columns would).
+    [(5, 7, 3, 1), (17, 2, 1, 0), (9, 4, 2, 2), (1, 3, 3, 0)],
+)
+def test_the_ekvae_mixture_runs_its_whole_filter_in_one_call_and_agrees_with_the_eager_form(
+        B: int, T: int, layers: int, extra_inputs: int) -> None:
+    gen = torch.Generator().manual_seed(10 * B + T)
+    Dz, Da, Du, M = 4, 3, 2, 5
+    p = random_problem(gen, B, T, Dz, Da, Du + extra_inputs)
+    transition = random_mixture(gen, Dz, Du + extra_inputs, Du, M, layers)
+    c_factor = torch.linalg.cholesky(p["cov0"])
+    inputs = [x.requires_grad_() for x in (p["a"], p["u"], p["H"], p["R"], p["mean0"], c_factor,
+                                           *transition.tensors())]
+    weights = [torch.randn(shape, generator=gen, dtype=F64)
+               for shape in ((B, T, Dz), (B, T, Dz, Dz), (B, T, Dz), (B, T, Dz, Dz), (B,))]
+
+    def outputs_and_gradients() -> tuple[KalmanResult, tuple[Tensor, ...]]:
+        a, u, H, R, mean0, c_factor = inputs[:6]
+        a_strided = torch.stack([a, torch.zeros_like(a)], 2).flatten(1, 2)[:, ::2]  # read in place
+        out = kalman_smoother(a_strided, u, transition, H, R, mean0[0].expand(B, Dz), c_factor @ c_factor.mT)
+        loss = sum((o * w).sum() for o, w in zip(out, weights, strict=True))
+        return out, torch.autograd.grad(loss, inputs)
+
+    CountingMixture.calls = 0
+    with in_form("fused"):
+        fused, fused_grads = outputs_and_gradients()
+    assert CountingMixture.calls == 0  # no step ran the mixture in Python
+    with in_form("eager"):
+        eager, eager_grads = outputs_and_gradients()
+    assert CountingMixture.calls == T - 1
+    for name in KalmanResult._fields:
+        torch.testing.assert_close(getattr(fused, name), getattr(eager, name), rtol=1e-10, atol=1e-11, msg=name)
+    for index, (got, want) in enumerate(zip(fused_grads, eager_grads, strict=True)):
+        if index == 3:  # R, a covariance: compare the gradient among symmetric matrices
+            got, want = 0.5 * (got + got.mT), 0.5 * (want + want.mT)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"input {index}")
+
+
+def test_gradcheck_of_the_fused_mixture_filter() -> None:
+    gen = torch.Generator().manual_seed(3)
+    B, T, Dz, Da, Du, M = 2, 4, 3, 2, 1, 3
+    p = random_problem(gen, B, T, Dz, Da, Du)
+    transition = random_mixture(gen, Dz, Du, Du, M, layers=2)
+    inputs = [x.requires_grad_() for x in (p["a"], p["u"], p["mean0"], torch.linalg.cholesky(p["cov0"]),
+                                           *transition.tensors())]
+
+    def f(a: Tensor, u: Tensor, mean0: Tensor, c_factor: Tensor, *parts: Tensor) -> tuple[Tensor, ...]:
+        weights, biases, (F_bases, B_bases, Q_bases) = parts[:2], parts[2:4], parts[4:]
+        out = kalman_smoother(a, u, MixtureTransition(weights, biases, F_bases, B_bases, Q_bases), p["H"], p["R"],
+                              mean0, c_factor @ c_factor.mT)
+        return out.smoothed_mean, out.smoothed_cov, out.filtered_cov, out.log_likelihood
+
+    with in_form("fused"):
+        assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_a_mixer_the_fused_kernel_does_not_compute_is_refused() -> None:
+    F_bases, B_bases, Q_bases = torch.eye(2).repeat(3, 1, 1), torch.zeros(3, 2, 1), torch.ones(3, 2)
+    with pytest.raises(TypeError, match="alternate Linear and ReLU"):
+        MixtureTransition.from_mlp(mlp(3, 4, 3, activation=torch.nn.Tanh), F_bases, B_bases, Q_bases)
 
 
 def test_fused_kernels_report_a_covariance_that_is_not_positive_definite() -> None:

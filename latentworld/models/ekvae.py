@@ -16,6 +16,7 @@ from latentworld.models.base import Belief
 from latentworld.models.kalman_vae import KalmanVAE, KalmanVAEConfig
 from latentworld.models.networks import mlp
 from latentworld.probability.kalman import kalman_filter_step, kalman_update
+from latentworld.probability.mixture_transition import MixtureTransition
 
 
 @dataclass
@@ -47,6 +48,11 @@ class EKVAE(KalmanVAE):
     def mixing_weights(self, z: Tensor, v: Tensor) -> Tensor:
         """softmax(g(z, u)) ``(N, M)`` for z ``(N, Dz)``, u = v ``(N, Du)``."""
         return torch.softmax(self.mixer(torch.cat([z, v], dim=-1)), dim=-1)
+
+    def smoother_transition(self) -> MixtureTransition:
+        """The transition declared as a mixture, so that on the CPU the smoother's whole filter, the mixer
+        included, runs in one call of the fused kernels."""
+        return MixtureTransition.from_mlp(self.mixer, self.F_bases, self.B_bases, self.Q_logvar_bases.exp())
 
     def sample_next(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None,
                     noise_scale: float = 1.0) -> Tensor:

@@ -44,7 +44,7 @@ from latentworld.probability.gaussian import (
     mvn_log_prob,
     mvn_sample,
 )
-from latentworld.probability.kalman import KalmanResult, kalman_smoother
+from latentworld.probability.kalman import KalmanResult, Transition, kalman_smoother
 from latentworld.probability.noise import batch_noise
 
 
@@ -178,6 +178,11 @@ class KalmanVAE(StateSpaceModel):
         B_mix = (alpha @ self.B_bases.flatten(1)).view(n, dz, self.dim_u)
         return F_mix, B_mix, alpha @ self.Q_logvar_bases.exp()
 
+    def smoother_transition(self) -> Transition:
+        """The transition as :meth:`infer` hands it to the Kalman smoother: :meth:`transition`, unless a
+        member declares its structure (the EKVAE's mixture, whose whole filter the fused kernels run)."""
+        return self.transition
+
     def transition(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The transition at (z, v), the Kalman core's ``transition`` callable.
 
@@ -226,7 +231,7 @@ class KalmanVAE(StateSpaceModel):
         one call of the fused kernels (``docs/results/kalman_timing*.md``).
         """
         mean0, cov0 = self.initial_belief(a.shape[0])
-        return kalman_smoother(a, v, self.transition, self.H, self.R, mean0, cov0,
+        return kalman_smoother(a, v, self.smoother_transition(), self.H, self.R, mean0, cov0,
                                linear_given_inputs=self.linear_given_inputs,
                                parallel=self.linear_given_inputs and a.is_cuda)
 

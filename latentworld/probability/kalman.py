@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from latentworld.probability import kalman_kernels
+from latentworld.probability.mixture_transition import MixtureTransition
 
 Transition = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 """``transition(z (B, Dz), u (B, Du)) -> (F (B, Dz, Dz), Bu (B, Dz, Du), Q (B, Dz, Dz))``.
@@ -247,7 +248,9 @@ def kalman_smoother(
     With ``linear_given_inputs=True`` the caller declares that the transition does not read z (a
     linear system, the KVAE); where the fused kernels run (the CPU, T >= 2) the transition is then
     called once for all steps (with zeros for z) and the whole filter runs in one kernel call, with
-    no Python between steps; elsewhere the flag changes nothing. With ``parallel=True`` (only for
+    no Python between steps; elsewhere the flag changes nothing. A
+    :class:`~latentworld.probability.mixture_transition.MixtureTransition` (the EKVAE's) is known to the
+    fused kernels too: its whole filter, the mixer included, runs in one call. With ``parallel=True`` (only for
     such a transition, declared or not) both passes run as associative scans in ``ceil(log2 T)``
     rounds (:mod:`latentworld.probability.parallel_kalman`), much faster for long sequences on a
     GPU. The results are the same up to rounding.
@@ -294,6 +297,9 @@ def kalman_smoother(
     fused = kalman_kernels.usable(a, u, H, R, mean0, cov0)
     if fused and linear_given_inputs and a.shape[1] > 1:
         return _fused_sequence_smoother(a, u, transition, H, R, mean0, cov0)
+    if (fused and isinstance(transition, MixtureTransition) and a.shape[1] > 1
+            and kalman_kernels.usable(*transition.tensors())):
+        return _fused_mixture_smoother(a, u, transition, H, R, mean0, cov0)
     if fused:  # one kernel call per update and per prediction
         passed = _filter_pass(a, u, transition, mean0, cov0,
                               lambda mean, cov, a_t: kalman_kernels.FusedUpdate.apply(mean, cov, a_t, H, R),
@@ -398,5 +404,16 @@ def _fused_sequence_smoother(a: Tensor, u: Tensor, transition: Transition, H: Te
     F, Bu, Q = transitions_given_inputs(transition, u, mean0.shape[-1])
     filtered_mean, filtered_cov, log_likelihood, pred_mean, pred_cov = kalman_kernels.FusedFilter.apply(
         a, F, Bu, u[:, :-1], Q, H, R, mean0, cov0)
+    smoothed_mean, smoothed_cov = kalman_kernels.FusedRts.apply(filtered_mean, filtered_cov, pred_mean, pred_cov, F, Q)
+    return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)
+
+
+def _fused_mixture_smoother(a: Tensor, u: Tensor, transition: MixtureTransition, H: Tensor, R: Tensor,
+                            mean0: Tensor, cov0: Tensor) -> KalmanResult:
+    """:func:`kalman_smoother` for the EKVAE's mixture transition through the fused kernels (``R`` already
+    jittered, T >= 2): one call for the whole filter, mixer included, one for the whole RTS pass."""
+    layers = [x for pair in zip(transition.weights, transition.biases) for x in pair]
+    filtered_mean, filtered_cov, log_likelihood, pred_mean, pred_cov, F, Q = kalman_kernels.FusedMixtureFilter.apply(
+        a, u[:, :-1], H, R, mean0, cov0, transition.F_bases, transition.B_bases, transition.Q_bases, *layers)
     smoothed_mean, smoothed_cov = kalman_kernels.FusedRts.apply(filtered_mean, filtered_cov, pred_mean, pred_cov, F, Q)
     return KalmanResult(filtered_mean, filtered_cov, smoothed_mean, smoothed_cov, log_likelihood)

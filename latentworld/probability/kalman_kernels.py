@@ -209,3 +209,45 @@ class FusedRts(torch.autograd.Function):
                                        cov, pred_mean, pred_cov, F, smoothed_mean, smoothed_cov, gains, pred_chol)
         # Q reaches the smoothed belief only through pred_cov = F P F^T + Q (see the C++ file's header).
         return (*grads, None)
+
+
+class FusedMixtureFilter(torch.autograd.Function):
+    """The whole filter in one call for a :class:`~latentworld.probability.mixture_transition.MixtureTransition`
+    (the EKVAE's): ``a (B, T, d)`` (T >= 2), ``v (B, T-1, dv)`` (what the mixer reads beside z at steps
+    1..T-1, its first Du columns the actions), ``H``, ``R`` (already jittered), ``mean0 (B, n)``, ``cov0 (B, n,
+    n)``, ``F_bases (M, n, n)``, ``B_bases (M, n, Du)``, ``Q_bases (M, n)``, then the mixer's weights and
+    biases interleaved (``W_1, b_1, W_2, b_2, ...``) -> filtered mean ``(B, T, n)`` and cov ``(B, T, n, n)``,
+    log-likelihood ``(B,)``, predicted mean ``(B, T-1, n)`` and cov, and the transition's ``F`` and ``Q``
+    ``(B, T-1, n, n)`` (which the RTS pass reads). The same arithmetic as the filter step by step with
+    :class:`FusedUpdate`, the mixture in torch and :class:`FusedPredict`, without returning to Python
+    between steps and without an autograd record per op."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, a: Tensor, v: Tensor, H: Tensor, R: Tensor, mean0: Tensor, cov0: Tensor,
+                F_bases: Tensor, B_bases: Tensor, Q_bases: Tensor, *layers: Tensor) -> tuple[Tensor, ...]:
+        weights, biases = list(layers[0::2]), list(layers[1::2])
+        (mean, cov, log_lik, pred_mean, pred_cov, F, Q, chol, gain_t, white, Bu, alpha,
+         *hidden) = kernels().mixture_filter_forward(a, v, H, R, mean0, cov0, F_bases, B_bases, Q_bases,
+                                                     weights, biases)
+        ctx.depth = len(weights)
+        ctx.save_for_backward(v, H, mean0, cov0, mean, cov, pred_mean, pred_cov, chol, gain_t, white, F, Bu, alpha,
+                              F_bases, B_bases, Q_bases, *weights, *hidden)
+        return mean, cov, log_lik, pred_mean, pred_cov, F, Q
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, g_mean: Tensor | None, g_cov: Tensor | None, g_ll: Tensor | None,
+                 g_pred_mean: Tensor | None, g_pred_cov: Tensor | None, g_F: Tensor | None, g_Q: Tensor | None
+                 ) -> tuple[Tensor | None, ...]:
+        (v, H, mean0, cov0, mean, cov, pred_mean, pred_cov, chol, gain_t, white, F, Bu, alpha, F_bases, B_bases,
+         Q_bases, *rest) = ctx.saved_tensors
+        weights, hidden = rest[:ctx.depth], rest[ctx.depth:]
+        g_a, g_v, g_H, g_R, g_mean0, g_cov0, g_F_bases, g_B_bases, g_Q_bases, *g_layers = kernels(
+            ).mixture_filter_backward(
+            _zeros_if_none(g_mean, mean), _zeros_if_none(g_cov, cov), _zeros_if_none(g_ll, mean[:, 0, 0]),
+            _zeros_if_none(g_pred_mean, pred_mean), _zeros_if_none(g_pred_cov, pred_cov), _zeros_if_none(g_F, F),
+            _zeros_if_none(g_Q, F), v, H, mean0, cov0, mean, cov, pred_mean, pred_cov, chol, gain_t, white, F, Bu,
+            alpha, list(hidden), F_bases, B_bases, Q_bases, list(weights), ctx.needs_input_grad[2])
+        g_weights, g_biases = g_layers[:ctx.depth], g_layers[ctx.depth:]
+        interleaved = [g for pair in zip(g_weights, g_biases) for g in pair]
+        return g_a, g_v, g_H, g_R, g_mean0, g_cov0, g_F_bases, g_B_bases, g_Q_bases, *interleaved

@@ -1,8 +1,9 @@
 // Fused CPU kernels of the Kalman filter and RTS smoother, forward and backward.
 //
 // Eager torch spends ~30 small batched ops per filter step, each a few microseconds of dispatch for a
-// few hundred flops. These kernels do one update, one prediction, the whole RTS pass, or (for a
-// transition that does not read the state) the whole filter per call.
+// few hundred flops. These kernels do one update, one prediction, the whole RTS pass, or the whole
+// filter per call: for a transition that does not read the state, and for the EKVAE's mixture of base
+// matrices weighted by an MLP of the filtered mean.
 // The batch is processed W elements at a time in "lanes": every scalar of the small-matrix code is
 // a vector of W batch elements, so the compiler turns each operation into SIMD instructions.
 //
@@ -711,6 +712,206 @@ std::vector<torch::Tensor> filter_backward(torch::Tensor g_mean, torch::Tensor g
           torch::stack(gQ, 1), gH, gR, g_mean0, g_cov0};
 }
 
+// ---- The whole filter of a neurally linearised transition (the EKVAE's), in one call.
+// z_{t+1} = F_t z_t + Bu_t u_t + N(0, Q_t) with (F_t, Bu_t, diag Q_t) = alpha_t (F_bases, B_bases, Q_bases)
+// and alpha_t = softmax(mlp([m_t, v_t])), the mixer an MLP of Linear layers with ReLU between, evaluated at
+// the filtered mean m_t. The forward runs on lanes like filter_forward, the mixer too (its weights shared by
+// the lanes); the backward steps back through the per-step backward kernels, the mixer's part as batched
+// ATen products, with no Python (and no autograd records) between steps.
+
+// a (B, T, d), T >= 2; v (B, T-1, dv): what the mixer reads beside z, its first k columns the actions that
+// Bu multiplies; H, R (already jittered); mean0 (B, n), cov0 (B, n, n); F_bases (M, n, n), B_bases (M, n, k),
+// Q_bases (M, n) (variances); the mixer's weights (out, in) and biases (out). Returns the filtered mean
+// (B, T, n) and cov, the log-likelihood (B,), pred_mean (B, T-1, n), pred_cov, the transition's F and Q
+// (B, T-1, n, n) (the RTS pass reads them) and, for the backward, chol, gain_t, white (per update), Bu
+// (B, T-1, n, k), alpha (B, T-1, M) and each hidden layer's output (B, T-1, width).
+// Per step: the update on lanes; the mixer as batched BLAS products over the whole batch (B x 64 x 64 is
+// a product BLAS does well and lanes do not); the mixture and the prediction on lanes.
+std::vector<torch::Tensor> mixture_filter_forward(torch::Tensor a, torch::Tensor v, torch::Tensor H, torch::Tensor R,
+                                                  torch::Tensor mean0, torch::Tensor cov0, torch::Tensor F_bases,
+                                                  torch::Tensor B_bases, torch::Tensor Q_bases,
+                                                  std::vector<torch::Tensor> weights,
+                                                  std::vector<torch::Tensor> biases) {
+  check_cpu({&a, &v, &H, &R, &mean0, &cov0, &F_bases, &B_bases, &Q_bases});
+  const int64_t B = a.size(0), steps = a.size(1), M = F_bases.size(0);
+  const int n = mean0.size(1), d = a.size(2), k = B_bases.size(2), dv = v.size(2), nn = n * n;
+  const size_t depth = weights.size();
+  TORCH_CHECK(steps >= 2, "mixture_filter_forward: needs T >= 2 steps");
+  TORCH_CHECK(v.size(0) == B && v.size(1) == steps - 1 && dv >= k,
+              "mixture_filter_forward: v must be (B, T-1, dv) with dv >= Du");
+  TORCH_CHECK(depth > 0 && biases.size() == depth, "mixture_filter_forward: one bias per weight");
+  int64_t width = n + dv;
+  for (size_t l = 0; l < depth; ++l) {
+    TORCH_CHECK(weights[l].size(1) == width && biases[l].size(0) == weights[l].size(0),
+                "mixture_filter_forward: the mixer's layers do not fit together");
+    width = weights[l].size(0);
+  }
+  TORCH_CHECK(width == M, "mixture_filter_forward: the mixer must give one logit per base matrix");
+  a = rows(a, 2); v = v.contiguous(); mean0 = rows(mean0); cov0 = rows(cov0); H = H.contiguous(); R = R.contiguous();
+  const auto F_flat = F_bases.contiguous(), B_flat = B_bases.contiguous(), Q_flat = Q_bases.contiguous();
+  auto opts = a.options();
+  auto mean = torch::empty({B, steps, n}, opts), cov = torch::empty({B, steps, n, n}, opts);
+  auto log_lik = torch::zeros({B}, opts), pred_mean = torch::empty({B, steps - 1, n}, opts);
+  auto pred_cov = torch::empty({B, steps - 1, n, n}, opts), F = torch::empty_like(pred_cov);
+  auto Q = torch::empty_like(pred_cov), Bu = torch::empty({B, steps - 1, n, k}, opts);
+  auto chol = torch::empty({B, steps, d, d}, opts), gain_t = torch::empty({B, steps, d, n}, opts);
+  auto white = torch::empty({B, steps, d}, opts);
+  // The mixer's tensors are time-major, so that each step's (B, width) block is contiguous for BLAS.
+  auto alpha = torch::empty({steps - 1, B, M}, opts);
+  std::vector<torch::Tensor> hidden;
+  for (size_t l = 0; l + 1 < depth; ++l) hidden.push_back(torch::empty({steps - 1, B, weights[l].size(0)}, opts));
+  auto logits = torch::empty({B, M}, opts);
+  // The first layer's part that reads v, for all steps at once: (T-1, B, width_1).
+  const auto first_v = torch::addmm(biases[0], v.transpose(0, 1).reshape({-1, dv}), weights[0].narrow(1, n, dv).t())
+                           .view({steps - 1, B, -1});
+  const auto first_z = weights[0].narrow(1, 0, n).t();
+  std::vector<torch::Tensor> weights_t;
+  for (const auto& w : weights) weights_t.push_back(w.t());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mixture_filter_forward", [&] {
+    using T = scalar_t;
+    using V = Lanes<T>;
+    const T *h = H.data_ptr<T>(), *r = R.data_ptr<T>(), *a_in = a.data_ptr<T>(), *v_in = v.data_ptr<T>();
+    const T *m0_in = mean0.data_ptr<T>(), *P0_in = cov0.data_ptr<T>();
+    const T *Fb = F_flat.data_ptr<T>(), *Bb = B_flat.data_ptr<T>(), *Qb = Q_flat.data_ptr<T>();
+    T *m_out = mean.data_ptr<T>(), *P_out = cov.data_ptr<T>(), *ll_out = log_lik.data_ptr<T>();
+    T *mp_out = pred_mean.data_ptr<T>(), *Pp_out = pred_cov.data_ptr<T>(), *L_out = chol.data_ptr<T>();
+    T *KT_out = gain_t.data_ptr<T>(), *w_out = white.data_ptr<T>(), *F_out = F.data_ptr<T>();
+    T *Q_out = Q.data_ptr<T>(), *B_out = Bu.data_ptr<T>(), *alpha_in = alpha.data_ptr<T>();
+    for (int64_t t = 0; t < steps; ++t) {
+      // Update with a_t, from the prior of z_1 or the prediction from t-1.
+      const T* m_prior = t == 0 ? m0_in : mp_out + (t - 1) * n;
+      const T* P_prior = t == 0 ? P0_in : Pp_out + (t - 1) * nn;
+      const int64_t m_stride = t == 0 ? mean0.stride(0) : (steps - 1) * n;
+      const int64_t P_stride = t == 0 ? cov0.stride(0) : (steps - 1) * nn;
+      for_chunks<T>(B, 2 * n + 2 * nn + 2 * d + 1 + d * d + d * n + update_work(n, d), [&](int64_t b0, V* buf) {
+        V *m = buf, *P = m + n, *x = P + nn, *mo = x + d, *Po = mo + n, *ll = Po + nn, *L = ll + 1, *KT = L + d * d;
+        V *w = KT + d * n, *work = w + d;
+        gather(m_prior, n, b0, B, m, m_stride);
+        gather(P_prior, nn, b0, B, P, P_stride);
+        gather(a_in + t * a.stride(1), d, b0, B, x, a.stride(0));
+        update_lanes(m, P, x, h, r, n, d, mo, Po, ll, L, KT, w, work);
+        gather(ll_out, 1, b0, B, x, 1);  // the log-likelihood so far
+        ll[0] += x[0];
+        scatter(ll, 1, b0, B, ll_out, 1);
+        scatter(mo, n, b0, B, m_out + t * n, steps * n);
+        scatter(Po, nn, b0, B, P_out + t * nn, steps * nn);
+        scatter(L, d * d, b0, B, L_out + t * d * d, steps * d * d);
+        scatter(KT, d * n, b0, B, KT_out + t * d * n, steps * d * n);
+        scatter(w, d, b0, B, w_out + t * d, steps * d);
+      });
+      if (t + 1 == steps) break;
+      // The mixer at the filtered mean: alpha_t = softmax(mlp([m_t, v_t])).
+      torch::Tensor input = mean.select(1, t);
+      for (size_t l = 0; l < depth; ++l) {
+        torch::Tensor out = l + 1 < depth ? hidden[l].select(0, t) : logits;
+        if (l == 0) torch::addmm_out(out, first_v.select(0, t), input, first_z);
+        else torch::addmm_out(out, biases[l], input, weights_t[l]);
+        if (l + 1 < depth) out.relu_();
+        input = out;
+      }
+      auto alpha_t = alpha.select(0, t);
+      torch::softmax_out(alpha_t, logits, 1);
+      // The mixture and the prediction.
+      for_chunks<T>(B, 3 * n + 4 * nn + n * k + k + M, [&](int64_t b0, V* buf) {
+        V *m = buf, *P = m + n, *Fm = P + nn, *Bm = Fm + nn, *xu = Bm + n * k, *al = xu + k, *q = al + M;
+        V *mo = q + n, *Po = mo + n, *work = Po + nn;
+        gather(m_out + t * n, n, b0, B, m, steps * n);
+        gather(P_out + t * nn, nn, b0, B, P, steps * nn);
+        gather(v_in + t * dv, k, b0, B, xu, (steps - 1) * dv);
+        gather(alpha_in + t * B * M, M, b0, B, al, M);
+        gemm(al, Fb, Fm, 1, M, nn, false, false, T(1), false);
+        gemm(al, Bb, Bm, 1, M, n * k, false, false, T(1), false);
+        gemm(al, Qb, q, 1, M, n, false, false, T(1), false);
+        for (int i = 0; i < nn; ++i) Po[i] = V(T(0));  // the prediction's cov starts as Q = diag(q)
+        for (int i = 0; i < n; ++i) Po[i * n + i] = q[i];
+        scatter(Po, nn, b0, B, Q_out + t * nn, (steps - 1) * nn);
+        predict_lanes(m, P, Fm, Bm, xu, n, k, mo, Po, work);
+        scatter(Fm, nn, b0, B, F_out + t * nn, (steps - 1) * nn);
+        scatter(Bm, n * k, b0, B, B_out + t * n * k, (steps - 1) * n * k);
+        scatter(mo, n, b0, B, mp_out + t * n, (steps - 1) * n);
+        scatter(Po, nn, b0, B, Pp_out + t * nn, (steps - 1) * nn);
+      });
+    }
+  });
+  std::vector<torch::Tensor> out = {mean, cov, log_lik, pred_mean, pred_cov, F, Q, chol, gain_t, white, Bu,
+                                    alpha.transpose(0, 1)};
+  for (const auto& layer : hidden) out.push_back(layer.transpose(0, 1));
+  return out;
+}
+
+// Backward of mixture_filter_forward: from the grads of its seven outputs (g_F, g_Q: what the RTS pass
+// sends back) to the grads of a, v, H (only with want_H), R, mean0, cov0, F_bases, B_bases, Q_bases, then
+// every weight and every bias. Backwards in time through the per-step backward kernels; the gradient that
+// reaches the mixing weights runs back through the softmax and the mixer into the filtered mean (the
+// linearisation point). The parameters' grads are summed over all steps in one product each at the end.
+std::vector<torch::Tensor> mixture_filter_backward(
+    torch::Tensor g_mean, torch::Tensor g_cov, torch::Tensor g_ll, torch::Tensor g_pred_mean,
+    torch::Tensor g_pred_cov, torch::Tensor g_F, torch::Tensor g_Q, torch::Tensor v, torch::Tensor H,
+    torch::Tensor mean0, torch::Tensor cov0, torch::Tensor mean, torch::Tensor cov, torch::Tensor pred_mean,
+    torch::Tensor pred_cov, torch::Tensor chol, torch::Tensor gain_t, torch::Tensor white, torch::Tensor F,
+    torch::Tensor Bu, torch::Tensor alpha, std::vector<torch::Tensor> hidden, torch::Tensor F_bases,
+    torch::Tensor B_bases, torch::Tensor Q_bases, std::vector<torch::Tensor> weights, bool want_H) {
+  const int64_t B = mean.size(0), steps = mean.size(1), M = F_bases.size(0);
+  const int64_t n = mean.size(2), k = B_bases.size(2), dv = v.size(2);
+  const size_t depth = weights.size();
+  const auto F_flat = F_bases.reshape({M, n * n}), B_flat = B_bases.reshape({M, n * k});
+  std::vector<torch::Tensor> ga(steps), gv(steps - 1), gF(steps - 1), gB(steps - 1), gq(steps - 1);
+  std::vector<std::vector<torch::Tensor>> g_pre(depth, std::vector<torch::Tensor>(steps - 1));
+  torch::Tensor gH, gR, g_mean0, g_cov0, gm_later, gP_later;
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    auto gm = g_mean.select(1, t), gP = g_cov.select(1, t);
+    if (t + 1 < steps) { gm = gm + gm_later; gP = gP + gP_later; }
+    const bool first = t == 0;
+    auto up = update_backward(gm, gP, g_ll, first ? mean0 : pred_mean.select(1, t - 1),
+                              first ? cov0 : pred_cov.select(1, t - 1), H, chol.select(1, t),
+                              gain_t.select(1, t), white.select(1, t), want_H);
+    ga[t] = up[2];
+    if (want_H) gH = gH.defined() ? gH + up[3] : up[3];
+    gR = gR.defined() ? gR + up[4] : up[4];
+    if (first) {
+      g_mean0 = up[0]; g_cov0 = up[1];
+      break;
+    }
+    const int64_t s = t - 1;  // the prediction from step s to t
+    const auto vs = v.select(1, s);
+    auto pred = predict_backward(up[0] + g_pred_mean.select(1, s), up[1] + g_pred_cov.select(1, s),
+                                 mean.select(1, s), cov.select(1, s), F.select(1, s), Bu.select(1, s),
+                                 vs.narrow(1, 0, k));
+    gF[s] = pred[2] + g_F.select(1, s);
+    gB[s] = pred[3];
+    gq[s] = (pred[5] + g_Q.select(1, s)).diagonal(0, 1, 2);
+    const auto alpha_s = alpha.select(1, s);
+    auto g_alpha = torch::mm(gF[s].reshape({B, n * n}), F_flat.t());
+    g_alpha.addmm_(gB[s].reshape({B, n * k}), B_flat.t()).addmm_(gq[s], Q_bases.t());
+    auto g_h = alpha_s * (g_alpha - (alpha_s * g_alpha).sum(1, true));  // through the softmax
+    for (size_t l = depth; l-- > 0;) {
+      g_pre[l][s] = g_h;
+      g_h = torch::mm(g_h, weights[l]);
+      if (l > 0) g_h = g_h * (hidden[l - 1].select(1, s) > 0);  // ReLU
+    }
+    gm_later = pred[0] + g_h.narrow(1, 0, n);
+    gP_later = pred[1];
+    gv[s] = g_h.narrow(1, n, dv).clone();
+    gv[s].narrow(1, 0, k).add_(pred[4]);
+  }
+  const auto alpha_all = alpha.reshape({-1, M}).t();
+  std::vector<torch::Tensor> out = {
+      torch::stack(ga, 1), torch::stack(gv, 1), gH, gR, g_mean0, g_cov0,
+      torch::mm(alpha_all, torch::stack(gF, 1).reshape({-1, n * n})).view_as(F_bases),
+      torch::mm(alpha_all, torch::stack(gB, 1).reshape({-1, n * k})).view_as(B_bases),
+      torch::mm(alpha_all, torch::stack(gq, 1).reshape({-1, n}))};
+  std::vector<torch::Tensor> g_biases;
+  for (size_t l = 0; l < depth; ++l) {
+    const auto g_out = torch::stack(g_pre[l], 1).reshape({-1, weights[l].size(0)});
+    const auto input = l == 0 ? torch::cat({mean.narrow(1, 0, steps - 1), v}, 2).reshape({-1, n + dv})
+                              : hidden[l - 1].reshape({-1, weights[l].size(1)});
+    out.push_back(torch::mm(g_out.t(), input));
+    g_biases.push_back(g_out.sum(0));
+  }
+  out.insert(out.end(), g_biases.begin(), g_biases.end());
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("update_forward", &update_forward);
   m.def("update_backward", &update_backward);
@@ -720,4 +921,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rts_backward", &rts_backward);
   m.def("filter_forward", &filter_forward);
   m.def("filter_backward", &filter_backward);
+  m.def("mixture_filter_forward", &mixture_filter_forward);
+  m.def("mixture_filter_backward", &mixture_filter_backward);
 }

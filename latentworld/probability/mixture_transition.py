@@ -1,0 +1,77 @@
+"""The neurally linearised transition of the EKVAE (paper Eq. 9, 10), declared as data so that the
+Kalman smoother can run its whole filter in one fused kernel call.
+
+    α = softmax(mlp([z, v])),   F = Σ_m α_m F_m,   Bu = Σ_m α_m B_m,   Q = diag(Σ_m α_m q_m),
+
+the mixer an MLP of linear layers with ReLU between. Called like any
+:data:`latentworld.probability.kalman.Transition`, it computes this with eager torch ops; passed to
+:func:`latentworld.probability.kalman.kalman_smoother`, on the CPU the whole filter runs in
+:class:`latentworld.probability.kalman_kernels.FusedMixtureFilter` with no Python between steps.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class MixtureTransition(NamedTuple):
+    """A mixture of base matrices weighted by an MLP of the state and the inputs.
+
+    Attributes:
+        weights: the mixer's linear layers' weights, ``(out, in)`` each; the first reads
+            ``in = Dz + Dv``, the last gives ``out = M`` logits.
+        biases: their biases, ``(out,)`` each.
+        F_bases: ``(M, Dz, Dz)``.
+        B_bases: ``(M, Dz, Du)``; they act on the first Du columns of v (the actions), the other
+            columns only steer the mixture.
+        Q_bases: ``(M, Dz)``, the diagonals of the process-noise covariances (variances, positive).
+    """
+
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor, ...]
+    F_bases: Tensor
+    B_bases: Tensor
+    Q_bases: Tensor
+
+    @classmethod
+    def from_mlp(cls, mixer: nn.Sequential, F_bases: Tensor, B_bases: Tensor, Q_bases: Tensor
+                 ) -> MixtureTransition:
+        """From a mixer built as ``Linear, ReLU, ..., Linear`` (:func:`latentworld.models.networks.mlp`).
+
+        Raises:
+            TypeError: for any other layer layout, which the fused kernel does not compute.
+        """
+        layers = list(mixer)
+        linear = layers[0::2]
+        if not (all(isinstance(layer, nn.Linear) for layer in linear)
+                and all(isinstance(layer, nn.ReLU) for layer in layers[1::2]) and len(layers) % 2 == 1):
+            raise TypeError(f"the mixer must alternate Linear and ReLU layers and end with a Linear, got {mixer}")
+        return cls(tuple(layer.weight for layer in linear), tuple(layer.bias for layer in linear),
+                   F_bases, B_bases, Q_bases)
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        """Every tensor it is made of (to check their device and dtype)."""
+        return (*self.weights, *self.biases, self.F_bases, self.B_bases, self.Q_bases)
+
+    def mixing_weights(self, z: Tensor, v: Tensor) -> Tensor:
+        """α ``(N, M)`` at z ``(N, Dz)``, v ``(N, Dv)``."""
+        h = torch.cat([z, v], dim=-1)
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            h = nn.functional.linear(h, weight, bias)
+            if layer + 1 < len(self.weights):
+                h = torch.relu(h)
+        return torch.softmax(h, dim=-1)
+
+    def __call__(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The transition at (z ``(N, Dz)``, v ``(N, Dv)``): F ``(N, Dz, Dz)``, Bu ``(N, Dz, Dv)`` (zero
+        beyond the action columns), Q ``(N, Dz, Dz)`` (diagonal)."""
+        alpha = self.mixing_weights(z, v)
+        n, dz = z.shape
+        F = (alpha @ self.F_bases.flatten(1)).view(n, dz, dz)
+        Bu = (alpha @ self.B_bases.flatten(1)).view(n, dz, -1)
+        if v.shape[-1] > Bu.shape[-1]:
+            Bu = nn.functional.pad(Bu, (0, v.shape[-1] - Bu.shape[-1]))
+        return F, Bu, torch.diag_embed(alpha @ self.Q_bases)
