@@ -68,13 +68,17 @@ def ekvae_transition(dz: int, du: int, num_bases: int, hidden: int, device: str)
 
 def interleaved_medians(calls: dict[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, float]:
     """Median ms of each call, timed in rounds: every round runs every call once, so that a slow spell
-    of the machine (frequent here) falls on all of them alike instead of on whichever ran then."""
+    of the machine (frequent here) falls on all of them alike instead of on whichever ran then. The
+    order rotates by one call per round, so that no call always runs first or after the same other
+    one (what runs before a call, a large one especially, can slow its first steps)."""
     for _ in range(warmup):
         for fn in calls.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(reps):
-        for name, fn in calls.items():
+    names = list(calls)
+    for round_ in range(reps):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            fn = calls[name]
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

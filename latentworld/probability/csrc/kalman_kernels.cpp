@@ -610,6 +610,19 @@ std::vector<torch::Tensor> rts_backward(torch::Tensor g_sm, torch::Tensor g_sc, 
   return {gm, gP, gmp, gPp, gF};
 }
 
+// Step t's update on lanes (posterior mo, Po; L, KT, w for the backward) into the (B, T, ...) outputs of
+// a whole-filter call.
+template <typename T>
+void scatter_update(const Lanes<T>* mo, const Lanes<T>* Po, const Lanes<T>* L, const Lanes<T>* KT,
+                    const Lanes<T>* w, int n, int d, int64_t t, int64_t steps, int64_t b0, int64_t B, T* m_out,
+                    T* P_out, T* L_out, T* KT_out, T* w_out) {
+  scatter(mo, n, b0, B, m_out + t * n, steps * n);
+  scatter(Po, n * n, b0, B, P_out + t * n * n, steps * n * n);
+  scatter(L, d * d, b0, B, L_out + t * d * d, steps * d * d);
+  scatter(KT, d * n, b0, B, KT_out + t * d * n, steps * d * n);
+  scatter(w, d, b0, B, w_out + t * d, steps * d);
+}
+
 // The whole filter in one call, for a transition that does not read the state (a linear system, the
 // KVAE): its matrices are known for every step before filtering starts, so no Python runs between the
 // steps. a (B, T, d), T >= 2; F, Q (B, T-1, n, n), Bu (B, T-1, n, k), u (B, T-1, k): step t's
@@ -655,11 +668,7 @@ std::vector<torch::Tensor> filter_forward(torch::Tensor a, torch::Tensor F, torc
         gather(a_in + t * a.stride(1), d, b0, B, x, a.stride(0));
         update_lanes(m, P, x, h, r, n, d, mo, Po, ll, L, KT, w, work);
         total[0] += ll[0];
-        scatter(mo, n, b0, B, m_out + t * n, steps * n);
-        scatter(Po, nn, b0, B, P_out + t * nn, steps * nn);
-        scatter(L, d * d, b0, B, L_out + t * d * d, steps * d * d);
-        scatter(KT, d * n, b0, B, KT_out + t * d * n, steps * d * n);
-        scatter(w, d, b0, B, w_out + t * d, steps * d);
+        scatter_update(mo, Po, L, KT, w, n, d, t, steps, b0, B, m_out, P_out, L_out, KT_out, w_out);
         if (t + 1 == steps) break;
         gather(F_in + t * F.stride(1), nn, b0, B, Fm, F.stride(0));
         gather(B_in + t * Bu.stride(1), n * k, b0, B, Bm, Bu.stride(0));
@@ -675,6 +684,41 @@ std::vector<torch::Tensor> filter_forward(torch::Tensor a, torch::Tensor F, torc
   return {mean, cov, log_lik, pred_mean, pred_cov, chol, gain_t, white};
 }
 
+// What a filter's backward carries from step to step: the grads of H (only if wanted), R, the prior of z_1,
+// and those reaching the filtered belief at t through the prediction from t.
+struct FilterAdjoint {
+  torch::Tensor gH, gR, g_mean0, g_cov0, gm_later, gP_later;
+};
+
+// One step back through a filter's forward: the update at t, from the prediction from t-1 (or, at t = 0,
+// the prior), then that prediction, with the action u_prev at t-1. Stores g_a[t], accumulates gH and gR;
+// returns predict_backward's grads (mean, cov, F, Bu, u, Q at t-1), or nothing at t = 0, where it sets the
+// prior's grads. The filter's outputs are indexed as in filter_forward.
+std::vector<torch::Tensor> filter_step_backward(
+    int64_t t, const torch::Tensor& g_mean, const torch::Tensor& g_cov, const torch::Tensor& g_ll,
+    const torch::Tensor& g_pred_mean, const torch::Tensor& g_pred_cov, const torch::Tensor& mean0,
+    const torch::Tensor& cov0, const torch::Tensor& mean, const torch::Tensor& cov, const torch::Tensor& pred_mean,
+    const torch::Tensor& pred_cov, const torch::Tensor& H, const torch::Tensor& chol, const torch::Tensor& gain_t,
+    const torch::Tensor& white, const torch::Tensor& F, const torch::Tensor& Bu, const torch::Tensor& u_prev,
+    bool want_H, std::vector<torch::Tensor>& ga, FilterAdjoint& adj) {
+  auto gm = g_mean.select(1, t), gP = g_cov.select(1, t);
+  if (t + 1 < mean.size(1)) { gm = gm + adj.gm_later; gP = gP + adj.gP_later; }
+  const bool first = t == 0;
+  auto up = update_backward(gm, gP, g_ll, first ? mean0 : pred_mean.select(1, t - 1),
+                            first ? cov0 : pred_cov.select(1, t - 1), H, chol.select(1, t),
+                            gain_t.select(1, t), white.select(1, t), want_H);
+  ga[t] = up[2];
+  if (want_H) adj.gH = adj.gH.defined() ? adj.gH + up[3] : up[3];
+  adj.gR = adj.gR.defined() ? adj.gR + up[4] : up[4];
+  if (first) {
+    adj.g_mean0 = up[0]; adj.g_cov0 = up[1];
+    return {};
+  }
+  return predict_backward(up[0] + g_pred_mean.select(1, t - 1), up[1] + g_pred_cov.select(1, t - 1),
+                          mean.select(1, t - 1), cov.select(1, t - 1), F.select(1, t - 1), Bu.select(1, t - 1),
+                          u_prev);
+}
+
 // Backward of filter_forward: from the grads of its five outputs (g_ll (B,) reaches every step's
 // log-likelihood) to the grads of a, F, Bu, u, Q, H (only with want_H), R, mean0, cov0; step by step
 // backwards in time, through the same per-step backward kernels as the filter in Python.
@@ -686,38 +730,25 @@ std::vector<torch::Tensor> filter_backward(torch::Tensor g_mean, torch::Tensor g
                                            torch::Tensor gain_t, torch::Tensor white, bool want_H) {
   const int64_t steps = mean.size(1);
   std::vector<torch::Tensor> ga(steps), gF(steps - 1), gB(steps - 1), gu(steps - 1), gQ(steps - 1);
-  torch::Tensor gH, gR, g_mean0, g_cov0;
-  torch::Tensor gm_later, gP_later;  // grads reaching the filtered belief at t through prediction t
+  FilterAdjoint adj;
   for (int64_t t = steps - 1; t >= 0; --t) {
-    auto gm = g_mean.select(1, t), gP = g_cov.select(1, t);
-    if (t + 1 < steps) { gm = gm + gm_later; gP = gP + gP_later; }
-    const bool first = t == 0;
-    auto up = update_backward(gm, gP, g_ll, first ? mean0 : pred_mean.select(1, t - 1),
-                              first ? cov0 : pred_cov.select(1, t - 1), H, chol.select(1, t),
-                              gain_t.select(1, t), white.select(1, t), want_H);
-    ga[t] = up[2];
-    if (want_H) gH = gH.defined() ? gH + up[3] : up[3];
-    gR = gR.defined() ? gR + up[4] : up[4];
-    if (first) {
-      g_mean0 = up[0]; g_cov0 = up[1];
-      break;
-    }
-    auto pred = predict_backward(up[0] + g_pred_mean.select(1, t - 1), up[1] + g_pred_cov.select(1, t - 1),
-                                 mean.select(1, t - 1), cov.select(1, t - 1), F.select(1, t - 1),
-                                 Bu.select(1, t - 1), u.select(1, t - 1));
-    gm_later = pred[0]; gP_later = pred[1];
+    auto pred = filter_step_backward(t, g_mean, g_cov, g_ll, g_pred_mean, g_pred_cov, mean0, cov0, mean, cov,
+                                     pred_mean, pred_cov, H, chol, gain_t, white, F, Bu,
+                                     t > 0 ? u.select(1, t - 1) : u, want_H, ga, adj);
+    if (t == 0) break;
+    adj.gm_later = pred[0]; adj.gP_later = pred[1];
     gF[t - 1] = pred[2]; gB[t - 1] = pred[3]; gu[t - 1] = pred[4]; gQ[t - 1] = pred[5];
   }
   return {torch::stack(ga, 1), torch::stack(gF, 1), torch::stack(gB, 1), torch::stack(gu, 1),
-          torch::stack(gQ, 1), gH, gR, g_mean0, g_cov0};
+          torch::stack(gQ, 1), adj.gH, adj.gR, adj.g_mean0, adj.g_cov0};
 }
 
 // ---- The whole filter of a neurally linearised transition (the EKVAE's), in one call.
 // z_{t+1} = F_t z_t + Bu_t u_t + N(0, Q_t) with (F_t, Bu_t, diag Q_t) = alpha_t (F_bases, B_bases, Q_bases)
 // and alpha_t = softmax(mlp([m_t, v_t])), the mixer an MLP of Linear layers with ReLU between, evaluated at
-// the filtered mean m_t. The forward runs on lanes like filter_forward, the mixer too (its weights shared by
-// the lanes); the backward steps back through the per-step backward kernels, the mixer's part as batched
-// ATen products, with no Python (and no autograd records) between steps.
+// the filtered mean m_t. The Kalman algebra runs on lanes as in filter_forward, the mixer as batched
+// products; the backward steps back through the per-step backward kernels (filter_step_backward), the
+// mixer's part as batched ATen products; no Python (and no autograd records) between steps.
 
 // a (B, T, d), T >= 2; v (B, T-1, dv): what the mixer reads beside z, its first k columns the actions that
 // Bu multiplies; H, R (already jittered); mean0 (B, n), cov0 (B, n, n); F_bases (M, n, n), B_bases (M, n, k),
@@ -793,11 +824,7 @@ std::vector<torch::Tensor> mixture_filter_forward(torch::Tensor a, torch::Tensor
         gather(ll_out, 1, b0, B, x, 1);  // the log-likelihood so far
         ll[0] += x[0];
         scatter(ll, 1, b0, B, ll_out, 1);
-        scatter(mo, n, b0, B, m_out + t * n, steps * n);
-        scatter(Po, nn, b0, B, P_out + t * nn, steps * nn);
-        scatter(L, d * d, b0, B, L_out + t * d * d, steps * d * d);
-        scatter(KT, d * n, b0, B, KT_out + t * d * n, steps * d * n);
-        scatter(w, d, b0, B, w_out + t * d, steps * d);
+        scatter_update(mo, Po, L, KT, w, n, d, t, steps, b0, B, m_out, P_out, L_out, KT_out, w_out);
       });
       if (t + 1 == steps) break;
       // The mixer at the filtered mean: alpha_t = softmax(mlp([m_t, v_t])).
@@ -857,26 +884,14 @@ std::vector<torch::Tensor> mixture_filter_backward(
   const auto F_flat = F_bases.reshape({M, n * n}), B_flat = B_bases.reshape({M, n * k});
   std::vector<torch::Tensor> ga(steps), gv(steps - 1), gF(steps - 1), gB(steps - 1), gq(steps - 1);
   std::vector<std::vector<torch::Tensor>> g_pre(depth, std::vector<torch::Tensor>(steps - 1));
-  torch::Tensor gH, gR, g_mean0, g_cov0, gm_later, gP_later;
+  FilterAdjoint adj;
   for (int64_t t = steps - 1; t >= 0; --t) {
-    auto gm = g_mean.select(1, t), gP = g_cov.select(1, t);
-    if (t + 1 < steps) { gm = gm + gm_later; gP = gP + gP_later; }
-    const bool first = t == 0;
-    auto up = update_backward(gm, gP, g_ll, first ? mean0 : pred_mean.select(1, t - 1),
-                              first ? cov0 : pred_cov.select(1, t - 1), H, chol.select(1, t),
-                              gain_t.select(1, t), white.select(1, t), want_H);
-    ga[t] = up[2];
-    if (want_H) gH = gH.defined() ? gH + up[3] : up[3];
-    gR = gR.defined() ? gR + up[4] : up[4];
-    if (first) {
-      g_mean0 = up[0]; g_cov0 = up[1];
-      break;
-    }
     const int64_t s = t - 1;  // the prediction from step s to t
-    const auto vs = v.select(1, s);
-    auto pred = predict_backward(up[0] + g_pred_mean.select(1, s), up[1] + g_pred_cov.select(1, s),
-                                 mean.select(1, s), cov.select(1, s), F.select(1, s), Bu.select(1, s),
-                                 vs.narrow(1, 0, k));
+    const auto vs = v.select(1, std::max<int64_t>(s, 0));
+    auto pred = filter_step_backward(t, g_mean, g_cov, g_ll, g_pred_mean, g_pred_cov, mean0, cov0, mean, cov,
+                                     pred_mean, pred_cov, H, chol, gain_t, white, F, Bu, vs.narrow(1, 0, k),
+                                     want_H, ga, adj);
+    if (t == 0) break;
     gF[s] = pred[2] + g_F.select(1, s);
     gB[s] = pred[3];
     gq[s] = (pred[5] + g_Q.select(1, s)).diagonal(0, 1, 2);
@@ -889,14 +904,14 @@ std::vector<torch::Tensor> mixture_filter_backward(
       g_h = torch::mm(g_h, weights[l]);
       if (l > 0) g_h = g_h * (hidden[l - 1].select(1, s) > 0);  // ReLU
     }
-    gm_later = pred[0] + g_h.narrow(1, 0, n);
-    gP_later = pred[1];
+    adj.gm_later = pred[0] + g_h.narrow(1, 0, n);
+    adj.gP_later = pred[1];
     gv[s] = g_h.narrow(1, n, dv).clone();
     gv[s].narrow(1, 0, k).add_(pred[4]);
   }
   const auto alpha_all = alpha.reshape({-1, M}).t();
   std::vector<torch::Tensor> out = {
-      torch::stack(ga, 1), torch::stack(gv, 1), gH, gR, g_mean0, g_cov0,
+      torch::stack(ga, 1), torch::stack(gv, 1), adj.gH, adj.gR, adj.g_mean0, adj.g_cov0,
       torch::mm(alpha_all, torch::stack(gF, 1).reshape({-1, n * n})).view_as(F_bases),
       torch::mm(alpha_all, torch::stack(gB, 1).reshape({-1, n * k})).view_as(B_bases),
       torch::mm(alpha_all, torch::stack(gq, 1).reshape({-1, n}))};
