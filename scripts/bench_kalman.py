@@ -54,15 +54,16 @@ class LinearTransition(nn.Module):
         return self.F.expand(b, dz, dz), self.B.expand(b, dz, du), Q.expand(b, dz, dz)
 
 
-def ekvae_transition(dz: int, du: int, num_bases: int, hidden: int, device: str) -> MixtureTransition:
+def ekvae_transition(dz: int, du: int, num_bases: int = 16, hidden: int = 64, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32) -> MixtureTransition:
     """The EKVAE's transition: ``F, B, diag Q = sum_m softmax(MLP([z, u]))_m (F_m, B_m, diag q_m)``, its
     mixer the EKVAE's (two hidden ReLU layers, :func:`latentworld.models.networks.mlp`)."""
-    mixer = mlp(dz + du, hidden, num_bases).to(device)
+    mixer = mlp(dz + du, hidden, num_bases).to(device, dtype)
     for parameter in mixer.parameters():  # larger than the default start, so that the mixture varies
         parameter.data.mul_(3.0)
-    F_bases = (torch.eye(dz) + 0.05 * torch.randn(num_bases, dz, dz)).to(device).requires_grad_()
-    B_bases = (0.1 * torch.randn(num_bases, dz, du)).to(device).requires_grad_()
-    Q_bases = torch.full((num_bases, dz), 0.05, device=device).requires_grad_()
+    F_bases = (torch.eye(dz) + 0.05 * torch.randn(num_bases, dz, dz)).to(device, dtype).requires_grad_()
+    B_bases = (0.1 * torch.randn(num_bases, dz, du)).to(device, dtype).requires_grad_()
+    Q_bases = torch.full((num_bases, dz), 0.05, device=device, dtype=dtype).requires_grad_()
     return MixtureTransition.from_mlp(mixer, F_bases, B_bases, Q_bases)
 
 

@@ -64,10 +64,11 @@ FORWARD_PARTS = ("encoder", "decoder", "kalman smoother")
 PHASES = ("forward", "backward", "optimizer")
 
 
-def warmed_trainer(config: str, settings: list[str], threads: int, run_dir: Path) -> Trainer:
-    """A CPU Trainer of ``config`` past REWO's initial phase (2 calibration steps) and 3 warm-up steps."""
+def warmed_trainer(config: str, settings: list[str], threads: int, run_dir: Path, device: str = "cpu") -> Trainer:
+    """A Trainer of ``config`` on ``device`` past REWO's initial phase (2 calibration steps) and 3 warm-up
+    steps."""
     trainer = Trainer(load_config(config, [*settings, f"threads={threads}", "schedule.calibration_steps=2",
-                                           "device=cpu"]), run_dir)
+                                           f"device={device}"]), run_dir)
     for _ in range(3):
         trainer.train_step()
     return trainer

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_kalman import MixtureTransition, kalman_inputs, median_ms
-from bench_training_speed import ms_per_step, warmed_trainer
+from bench_kalman import ekvae_transition, interleaved_medians, kalman_inputs
+from bench_training_speed import training_steps, warmed_trainer
 
 from latentworld.evaluation.metrics import r2_scores, smoothed_means
 from latentworld.experiment.checkpoint import load_model, load_model_data
@@ -53,7 +53,7 @@ def sync(device: torch.device) -> None:
 def check_kalman_float64(device: torch.device) -> dict[str, float]:
     """Largest absolute difference between the CPU's and the device's float64 smoother outputs."""
     torch.manual_seed(0)
-    transition = MixtureTransition(5, 1).double()
+    transition = ekvae_transition(5, 1, dtype=torch.float64)
     inputs = kalman_inputs(B=16, T=40, dz=5, da=3, du=1, dtype=torch.float64)
     results = {}
     for name, dev in (("cpu", torch.device("cpu")), ("device", device)):
@@ -81,8 +81,9 @@ def check_shipped_model(device: torch.device) -> dict[str, Any]:
 def train_speed(config: str, settings: list[str], device: torch.device, threads: int) -> float:
     """Steps per second of ``config`` on ``device`` (``SPEED_STEPS`` timed steps after 3 warm-up ones)."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = warmed_trainer(config, settings, threads, device.type, Path(tmp) / "run")
-        return round(1e3 / ms_per_step(trainer, SPEED_STEPS), 2)
+        trainer = warmed_trainer(config, settings, threads, Path(tmp) / "run", device.type)
+        ms = interleaved_medians({"steps": training_steps(trainer, "fused", SPEED_STEPS)}, reps=1, warmup=0)["steps"]
+        return round(1e3 * SPEED_STEPS / ms, 2)
 
 
 def check_pendulum_training(device: torch.device, steps: int) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def check_torchrun(device: torch.device) -> dict[str, Any]:
 def smoother_timing(T: int, device: torch.device) -> dict[str, float]:
     """Median ms of the smoother (forward, forward+backward) at length T, B = 64, float32, on ``device``."""
     torch.manual_seed(0)
-    transition = MixtureTransition(5, 1).to(device)
+    transition = ekvae_transition(5, 1, device=device)
     a, u, H, R, mean0, cov0 = (x.to(device).detach().requires_grad_(x.requires_grad)
                                for x in kalman_inputs(B=64, T=T, dz=5, da=3, du=1))
 
@@ -127,8 +128,9 @@ def smoother_timing(T: int, device: torch.device) -> dict[str, float]:
         forward().backward()
         sync(device)
 
-    return {"T": T, "forward_ms": round(median_ms(lambda: (forward(), sync(device)), 7, 2), 3),
-            "forward_backward_ms": round(median_ms(forward_backward, 7, 2), 3)}
+    medians = interleaved_medians({"forward_ms": lambda: (forward(), sync(device)),
+                                   "forward_backward_ms": forward_backward}, reps=7, warmup=2)
+    return {"T": T} | {name: round(ms, 3) for name, ms in medians.items()}
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:

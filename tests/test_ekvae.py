@@ -5,6 +5,7 @@ from latentworld.models import EKVAE
 from latentworld.models.ekvae import EKVAEConfig
 from latentworld.probability.gaussian import mvn_kl, mvn_log_prob
 from latentworld.probability.kalman import kalman_smoother
+from latentworld.probability.mixture_transition import MixtureTransition
 
 
 def tiny_model(**overrides) -> EKVAE:
@@ -75,6 +76,17 @@ def test_the_declared_mixture_is_the_transition_and_trains_to_the_same_gradients
     model.smoother_transition = lambda: model.transition  # the filter step by step, the mixer in Python
     for got, want in zip(fused, gradients(), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+
+
+def test_a_subclass_that_changes_the_mixing_weights_is_not_declared_as_the_plain_mixture():
+    class Sharper(EKVAE):
+        def mixing_weights(self, z, v):
+            return torch.softmax(2.0 * self.mixer(torch.cat([z, v], dim=-1)), dim=-1)
+
+    torch.manual_seed(0)
+    model = Sharper(EKVAEConfig(num_bases=3, mixer_hidden=8, hidden=16), (1, 8, 8), 1)
+    assert model.smoother_transition() == model.transition
+    assert isinstance(tiny_model().smoother_transition(), MixtureTransition)
 
 
 def test_online_filter_steps_reproduce_the_batch_filter():

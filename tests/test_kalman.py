@@ -413,15 +413,15 @@ def random_mixture(gen: torch.Generator, Dz: int, Dv: int, Du: int, M: int, laye
 
 
 @pytest.mark.parametrize(
-    "B,T,layers,extra_inputs",
+    "B,T,layers,Du,extra_inputs",
     # Batches around the kernels' 8 lanes; a mixer of one to three layers; inputs v beyond the actions
-    # (they steer the mixture only, as the KVAE's appended columns would).
-    [(5, 7, 3, 1), (17, 2, 1, 0), (9, 4, 2, 2), (1, 3, 3, 0)],
+    # (they steer the mixture only, as the KVAE's appended columns would); no actions at all.
+    [(5, 7, 3, 2, 1), (17, 2, 1, 2, 0), (9, 4, 2, 2, 2), (1, 3, 3, 2, 0), (6, 5, 2, 0, 0), (6, 5, 2, 0, 1)],
 )
 def test_the_ekvae_mixture_runs_its_whole_filter_in_one_call_and_agrees_with_the_eager_form(
-        B: int, T: int, layers: int, extra_inputs: int) -> None:
-    gen = torch.Generator().manual_seed(10 * B + T)
-    Dz, Da, Du, M = 4, 3, 2, 5
+        B: int, T: int, layers: int, Du: int, extra_inputs: int) -> None:
+    gen = torch.Generator().manual_seed(10 * B + T + Du)
+    Dz, Da, M = 4, 3, 5
     p = random_problem(gen, B, T, Dz, Da, Du + extra_inputs)
     transition = random_mixture(gen, Dz, Du + extra_inputs, Du, M, layers)
     c_factor = torch.linalg.cholesky(p["cov0"])
@@ -470,10 +470,40 @@ def test_gradcheck_of_the_fused_mixture_filter() -> None:
         assert torch.autograd.gradcheck(f, inputs)
 
 
+def test_the_fused_mixture_filter_agrees_with_the_eager_form_in_float32() -> None:
+    gen = torch.Generator().manual_seed(4)
+    B, T, Dz, Da, Du, M = 64, 30, 5, 3, 1, 16
+    p = {name: x.float() for name, x in random_problem(gen, B, T, Dz, Da, Du).items()}
+    transition = random_mixture(gen, Dz, Du, Du, M, layers=3).to(torch.float32)
+    with torch.no_grad(), in_form("fused"):
+        fused = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
+    with torch.no_grad(), in_form("eager"):
+        eager = kalman_smoother(p["a"], p["u"], transition, p["H"], p["R"], p["mean0"], p["cov0"])
+    for name in KalmanResult._fields:
+        want = getattr(eager, name)
+        torch.testing.assert_close(getattr(fused, name), want, rtol=1e-4, atol=1e-4 * want.abs().max().item(),
+                                   msg=name)
+
+
 def test_a_mixer_the_fused_kernel_does_not_compute_is_refused() -> None:
     F_bases, B_bases, Q_bases = torch.eye(2).repeat(3, 1, 1), torch.zeros(3, 2, 1), torch.ones(3, 2)
-    with pytest.raises(TypeError, match="alternate Linear and ReLU"):
+    with pytest.raises(TypeError, match="alternate Linear layers"):
         MixtureTransition.from_mlp(mlp(3, 4, 3, activation=torch.nn.Tanh), F_bases, B_bases, Q_bases)
+    without_bias = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False))
+    with pytest.raises(TypeError, match="with biases"):
+        MixtureTransition.from_mlp(without_bias, F_bases, B_bases, Q_bases)
+
+
+@pytest.mark.parametrize("part", ["F_bases", "B_bases", "Q_bases"])
+def test_mixture_parts_that_do_not_fit_are_an_error_not_a_silent_result(part: str) -> None:
+    gen = torch.Generator().manual_seed(5)
+    p = random_problem(gen, 3, 4, 3, 2, 1)
+    transition = random_mixture(gen, 3, 1, 1, 4, layers=2)
+    wrong = {"F_bases": transition.F_bases[:, :2, :2], "B_bases": transition.B_bases[:3],  # 3 bases, 4 logits
+             "Q_bases": transition.Q_bases[:, :2]}
+    with in_form("fused"), pytest.raises(RuntimeError, match=f"{part} must be"):
+        kalman_smoother(p["a"], p["u"], transition._replace(**{part: wrong[part]}), p["H"], p["R"], p["mean0"],
+                        p["cov0"])
 
 
 def test_fused_kernels_report_a_covariance_that_is_not_positive_definite() -> None:

@@ -15,7 +15,7 @@ from latentworld.common.settings import setting
 from latentworld.models.base import Belief
 from latentworld.models.kalman_vae import KalmanVAE, KalmanVAEConfig
 from latentworld.models.networks import mlp
-from latentworld.probability.kalman import kalman_filter_step, kalman_update
+from latentworld.probability.kalman import Transition, kalman_filter_step, kalman_update
 from latentworld.probability.mixture_transition import MixtureTransition
 
 
@@ -49,9 +49,15 @@ class EKVAE(KalmanVAE):
         """softmax(g(z, u)) ``(N, M)`` for z ``(N, Dz)``, u = v ``(N, Du)``."""
         return torch.softmax(self.mixer(torch.cat([z, v], dim=-1)), dim=-1)
 
-    def smoother_transition(self) -> MixtureTransition:
+    def smoother_transition(self) -> Transition:
         """The transition declared as a mixture, so that on the CPU the smoother's whole filter, the mixer
-        included, runs in one call of the fused kernels."""
+        included, runs in one call of the fused kernels. A subclass that changes how the transition is
+        computed (overrides :meth:`mixing_weights`, :meth:`transition` or ``_mixture``) gets
+        :meth:`transition` itself, which the declaration would not follow."""
+        own = all(getattr(type(self), name) is getattr(EKVAE, name)
+                  for name in ("mixing_weights", "transition", "_mixture"))
+        if not own:
+            return self.transition
         return MixtureTransition.from_mlp(self.mixer, self.F_bases, self.B_bases, self.Q_logvar_bases.exp())
 
     def sample_next(self, z: Tensor, u: Tensor, generator: torch.Generator | None = None,

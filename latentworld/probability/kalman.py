@@ -242,8 +242,9 @@ def kalman_smoother(
 ) -> KalmanResult:
     """Kalman filter forward, RTS smoother backward, with neural linearisation.
 
-    The transition is called once per forward step, at the filtered mean ``m_{t|t}`` and
-    ``u_t``; the backward pass reuses those matrices.
+    The transition is evaluated once per forward step, at the filtered mean ``m_{t|t}`` and
+    ``u_t`` (a declared mixture inside the fused kernel, any other transition by a call); the
+    backward pass reuses those matrices.
 
     With ``linear_given_inputs=True`` the caller declares that the transition does not read z (a
     linear system, the KVAE); where the fused kernels run (the CPU, T >= 2) the transition is then

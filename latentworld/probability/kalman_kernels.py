@@ -1,8 +1,9 @@
 """Fused CPU kernels for the Kalman filter and RTS smoother (``csrc/kalman_kernels.cpp``).
 
 Eager torch spends about 30 tiny batched ops per filter step, each a few microseconds of dispatch;
-the kernels do one update, one prediction, the whole RTS pass, or (for a transition that ignores z)
-the whole filter per call, forward and backward, so
+the kernels do one update, one prediction, the whole RTS pass, or the whole filter per call (for a
+transition that ignores z, and for the EKVAE's declared mixture, mixer included), forward and
+backward, so
 :func:`latentworld.probability.kalman.kalman_smoother` is several times faster on the CPU with the
 same results. They are compiled with torch's C++ extension tooling (a C++ compiler and ninja)
 the first time they are needed (about a minute), for this machine's CPU (``-march=native``), into
@@ -226,9 +227,10 @@ class FusedMixtureFilter(torch.autograd.Function):
     def forward(ctx: FunctionCtx, a: Tensor, v: Tensor, H: Tensor, R: Tensor, mean0: Tensor, cov0: Tensor,
                 F_bases: Tensor, B_bases: Tensor, Q_bases: Tensor, *layers: Tensor) -> tuple[Tensor, ...]:
         weights, biases = list(layers[0::2]), list(layers[1::2])
-        (mean, cov, log_lik, pred_mean, pred_cov, F, Q, chol, gain_t, white, Bu, alpha,
-         *hidden) = kernels().mixture_filter_forward(a, v, H, R, mean0, cov0, F_bases, B_bases, Q_bases,
-                                                     weights, biases)
+        with torch.autocast("cpu", enabled=False):  # the mixer's products run in the inputs' dtype, as eagerly
+            (mean, cov, log_lik, pred_mean, pred_cov, F, Q, chol, gain_t, white, Bu, alpha,
+             *hidden) = kernels().mixture_filter_forward(a, v, H, R, mean0, cov0, F_bases, B_bases, Q_bases,
+                                                         weights, biases)
         ctx.depth = len(weights)
         ctx.save_for_backward(v, H, mean0, cov0, mean, cov, pred_mean, pred_cov, chol, gain_t, white, F, Bu, alpha,
                               F_bases, B_bases, Q_bases, *weights, *hidden)

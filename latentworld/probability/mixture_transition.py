@@ -46,11 +46,20 @@ class MixtureTransition(NamedTuple):
         """
         layers = list(mixer)
         linear = layers[0::2]
-        if not (all(isinstance(layer, nn.Linear) for layer in linear)
+        if not (all(isinstance(layer, nn.Linear) and layer.bias is not None for layer in linear)
                 and all(isinstance(layer, nn.ReLU) for layer in layers[1::2]) and len(layers) % 2 == 1):
-            raise TypeError(f"the mixer must alternate Linear and ReLU layers and end with a Linear, got {mixer}")
+            raise TypeError(f"the mixer must alternate Linear layers (with biases) and ReLU and end with a Linear, "
+                            f"got {mixer}")
         return cls(tuple(layer.weight for layer in linear), tuple(layer.bias for layer in linear),
                    F_bases, B_bases, Q_bases)
+
+    def to(self, *args, **kwargs) -> MixtureTransition:
+        """The same transition with every tensor moved or cast by ``Tensor.to(*args, **kwargs)``."""
+        def move(x: Tensor) -> Tensor:
+            return x.to(*args, **kwargs)
+
+        return MixtureTransition(tuple(map(move, self.weights)), tuple(map(move, self.biases)),
+                                 move(self.F_bases), move(self.B_bases), move(self.Q_bases))
 
     def tensors(self) -> tuple[Tensor, ...]:
         """Every tensor it is made of (to check their device and dtype)."""
@@ -71,7 +80,7 @@ class MixtureTransition(NamedTuple):
         alpha = self.mixing_weights(z, v)
         n, dz = z.shape
         F = (alpha @ self.F_bases.flatten(1)).view(n, dz, dz)
-        Bu = (alpha @ self.B_bases.flatten(1)).view(n, dz, -1)
+        Bu = (alpha @ self.B_bases.flatten(1)).view(n, dz, self.B_bases.shape[-1])
         if v.shape[-1] > Bu.shape[-1]:
             Bu = nn.functional.pad(Bu, (0, v.shape[-1] - Bu.shape[-1]))
         return F, Bu, torch.diag_embed(alpha @ self.Q_bases)

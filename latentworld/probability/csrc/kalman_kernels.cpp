@@ -771,6 +771,21 @@ std::vector<torch::Tensor> mixture_filter_forward(torch::Tensor a, torch::Tensor
   TORCH_CHECK(v.size(0) == B && v.size(1) == steps - 1 && dv >= k,
               "mixture_filter_forward: v must be (B, T-1, dv) with dv >= Du");
   TORCH_CHECK(depth > 0 && biases.size() == depth, "mixture_filter_forward: one bias per weight");
+  TORCH_CHECK(F_bases.dim() == 3 && F_bases.size(1) == n && F_bases.size(2) == n,
+              "mixture_filter_forward: F_bases must be (M, Dz, Dz)");
+  TORCH_CHECK(B_bases.dim() == 3 && B_bases.size(0) == M && B_bases.size(1) == n,
+              "mixture_filter_forward: B_bases must be (M, Dz, Du)");
+  TORCH_CHECK(Q_bases.dim() == 2 && Q_bases.size(0) == M && Q_bases.size(1) == n,
+              "mixture_filter_forward: Q_bases must be (M, Dz)");
+  TORCH_CHECK(H.dim() == 2 && H.size(0) == d && H.size(1) == n && R.size(0) == d && R.size(1) == d &&
+                  cov0.size(0) == B && cov0.size(1) == n && cov0.size(2) == n && mean0.size(0) == B,
+              "mixture_filter_forward: H (Da, Dz), R (Da, Da), mean0 (B, Dz), cov0 (B, Dz, Dz) do not fit a");
+  for (const auto* x : {&v, &H, &R, &mean0, &cov0, &F_bases, &B_bases, &Q_bases})
+    TORCH_CHECK(x->scalar_type() == a.scalar_type(), "mixture_filter_forward: every input must have a's dtype");
+  for (size_t l = 0; l < depth; ++l)
+    TORCH_CHECK(weights[l].dim() == 2 && biases[l].dim() == 1 && weights[l].scalar_type() == a.scalar_type() &&
+                    biases[l].scalar_type() == a.scalar_type(),
+                "mixture_filter_forward: the mixer's weights must be (out, in) and its biases (out), in a's dtype");
   int64_t width = n + dv;
   for (size_t l = 0; l < depth; ++l) {
     TORCH_CHECK(weights[l].size(1) == width && biases[l].size(0) == weights[l].size(0),
@@ -793,7 +808,8 @@ std::vector<torch::Tensor> mixture_filter_forward(torch::Tensor a, torch::Tensor
   for (size_t l = 0; l + 1 < depth; ++l) hidden.push_back(torch::empty({steps - 1, B, weights[l].size(0)}, opts));
   auto logits = torch::empty({B, M}, opts);
   // The first layer's part that reads v, for all steps at once: (T-1, B, width_1).
-  const auto first_v = torch::addmm(biases[0], v.transpose(0, 1).reshape({-1, dv}), weights[0].narrow(1, n, dv).t())
+  const auto first_v = torch::addmm(biases[0], v.transpose(0, 1).reshape({(steps - 1) * B, dv}),
+                                    weights[0].narrow(1, n, dv).t())
                            .view({steps - 1, B, -1});
   const auto first_z = weights[0].narrow(1, 0, n).t();
   std::vector<torch::Tensor> weights_t;
@@ -913,7 +929,7 @@ std::vector<torch::Tensor> mixture_filter_backward(
   std::vector<torch::Tensor> out = {
       torch::stack(ga, 1), torch::stack(gv, 1), adj.gH, adj.gR, adj.g_mean0, adj.g_cov0,
       torch::mm(alpha_all, torch::stack(gF, 1).reshape({-1, n * n})).view_as(F_bases),
-      torch::mm(alpha_all, torch::stack(gB, 1).reshape({-1, n * k})).view_as(B_bases),
+      torch::mm(alpha_all, torch::stack(gB, 1).reshape({B * (steps - 1), n * k})).view_as(B_bases),
       torch::mm(alpha_all, torch::stack(gq, 1).reshape({-1, n}))};
   std::vector<torch::Tensor> g_biases;
   for (size_t l = 0; l < depth; ++l) {
