@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torch.profiler import record_function
 
 from latentworld.common.errors import ConfigError
@@ -45,6 +44,7 @@ from latentworld.probability.gaussian import (
     mvn_sample,
 )
 from latentworld.probability.kalman import KalmanResult, Transition, kalman_smoother
+from latentworld.probability.mixture_transition import as_transition, mix_bases
 from latentworld.probability.noise import batch_noise
 
 
@@ -172,11 +172,7 @@ class KalmanVAE(StateSpaceModel):
 
     def _mixture(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """F ``(N, Dz, Dz)``, B ``(N, Dz, Du)`` and the diagonal of Q ``(N, Dz)`` at (z, v)."""
-        alpha = self.mixing_weights(z, v)  # (N, M)
-        n, dz = z.shape
-        F_mix = (alpha @ self.F_bases.flatten(1)).view(n, dz, dz)
-        B_mix = (alpha @ self.B_bases.flatten(1)).view(n, dz, self.dim_u)
-        return F_mix, B_mix, alpha @ self.Q_logvar_bases.exp()
+        return mix_bases(self.mixing_weights(z, v), self.F_bases, self.B_bases, self.Q_logvar_bases.exp())
 
     def smoother_transition(self) -> Transition:
         """The transition as :meth:`infer` hands it to the Kalman smoother: :meth:`transition`, unless a
@@ -190,10 +186,7 @@ class KalmanVAE(StateSpaceModel):
         Returns: F ``(N, Dz, Dz)``, B ``(N, Dz, Dv)`` (zero beyond the action columns), Q ``(N, Dz, Dz)``
         (diagonal).
         """
-        F_mix, B_mix, q_var = self._mixture(z, v)
-        if v.shape[-1] > self.dim_u:  # the appended inputs only steer the mixture
-            B_mix = F.pad(B_mix, (0, v.shape[-1] - self.dim_u))
-        return F_mix, B_mix, torch.diag_embed(q_var)
+        return as_transition(*self._mixture(z, v), v.shape[-1])
 
     def next_mean(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Mean ``(N, Dz)`` and diagonal variance ``(N, Dz)`` of p(z_{t+1} | z_t, v_t).

@@ -75,12 +75,22 @@ class MixtureTransition(NamedTuple):
         return torch.softmax(h, dim=-1)
 
     def __call__(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The transition at (z ``(N, Dz)``, v ``(N, Dv)``): F ``(N, Dz, Dz)``, Bu ``(N, Dz, Dv)`` (zero
-        beyond the action columns), Q ``(N, Dz, Dz)`` (diagonal)."""
+        """The transition at (z ``(N, Dz)``, v ``(N, Dv)``): see :func:`as_transition`."""
         alpha = self.mixing_weights(z, v)
-        n, dz = z.shape
-        F = (alpha @ self.F_bases.flatten(1)).view(n, dz, dz)
-        Bu = (alpha @ self.B_bases.flatten(1)).view(n, dz, self.B_bases.shape[-1])
-        if v.shape[-1] > Bu.shape[-1]:
-            Bu = nn.functional.pad(Bu, (0, v.shape[-1] - Bu.shape[-1]))
-        return F, Bu, torch.diag_embed(alpha @ self.Q_bases)
+        return as_transition(*mix_bases(alpha, self.F_bases, self.B_bases, self.Q_bases), v.shape[-1])
+
+
+def mix_bases(alpha: Tensor, F_bases: Tensor, B_bases: Tensor, Q_bases: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The mixtures weighted by α ``(N, M)``: F ``(N, Dz, Dz)``, B ``(N, Dz, Du)`` and the diagonal of Q
+    ``(N, Dz)``, from F_bases ``(M, Dz, Dz)``, B_bases ``(M, Dz, Du)``, Q_bases ``(M, Dz)``."""
+    n, (dz, du) = alpha.shape[0], B_bases.shape[1:]
+    return (alpha @ F_bases.flatten(1)).view(n, dz, dz), (alpha @ B_bases.flatten(1)).view(n, dz, du), alpha @ Q_bases
+
+
+def as_transition(F: Tensor, B: Tensor, q_var: Tensor, dv: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The Kalman core's ``(F (N, Dz, Dz), Bu (N, Dz, Dv), Q (N, Dz, Dz))`` from mixtures ``F``, ``B (N, Dz,
+    Du)`` and ``q_var (N, Dz)``: B padded with zeros to the Dv transition inputs (the columns beyond the
+    actions only steer the mixture), Q diagonal."""
+    if dv > B.shape[-1]:
+        B = nn.functional.pad(B, (0, dv - B.shape[-1]))
+    return F, B, torch.diag_embed(q_var)

@@ -918,7 +918,7 @@ std::vector<torch::Tensor> mixture_filter_backward(
     for (size_t l = depth; l-- > 0;) {
       g_pre[l][s] = g_h;
       g_h = torch::mm(g_h, weights[l]);
-      if (l > 0) g_h = g_h * (hidden[l - 1].select(1, s) > 0);  // ReLU
+      if (l > 0) g_h = torch::threshold_backward(g_h, hidden[l - 1].select(1, s), 0);  // ReLU's, in one op
     }
     adj.gm_later = pred[0] + g_h.narrow(1, 0, n);
     adj.gP_later = pred[1];
