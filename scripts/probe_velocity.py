@@ -15,9 +15,16 @@ Per velocity state variable, fitted on the data set's training split and scored 
 - ``finite_difference`` (joint-angle data, no fit): the wrapped difference of the angles decoded
   from z_{t-1} and z_t, over the time step; the true velocity is exactly this difference of the
   true angles (MuJoCo's semi-implicit Euler).
+- ``ols_z_by_<angle>``, one per joint: OLS from z_t, the true (cos, sin) of that joint's angle and
+  their products with z_t: which joint's angle do the velocity coordinates turn with?
 
-For the reacher it also prints how much the physics' inverse mass matrix varies over the data's
-wrist angles: the larger, the more the dynamics of (ω_shoulder, ω_wrist) depend on the state.
+For the reacher, also:
+
+- ``ols_z_to_momentum`` and ``ols_z_to_sqrt_mass_velocity``: OLS R² from z_t of the generalised
+  momentum M(q) q̇ and of M(q)^½ q̇ (the coordinates in which the kinetic energy is ½|v|²), per
+  component, in place of the velocity: does z hold one of these linearly instead?
+- how much the physics' inverse mass matrix varies over the data's wrist angles: the larger, the
+  more the dynamics of (ω_shoulder, ω_wrist) depend on the state.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 from torch import Tensor
 
 from envs.real_env import RealEnv, feature_angles, wrap_angle
+from envs.specs import get_spec
 from latentworld.common.data import SequenceDataset
 from latentworld.common.errors import LatentworldError
 from latentworld.common.fileio import atomic_write_bytes, refuse_package_dir
@@ -40,23 +48,60 @@ from latentworld.evaluation.metrics import ols_r2, pooled_r2, smoothed_means
 from latentworld.experiment.checkpoint import load_model, load_model_data
 
 
+def with_products(z: Tensor, factors: Tensor) -> Tensor:
+    """OLS features of z in coordinates that change with ``factors``: ``[z, factors, z ⊗ factors]``.
+    Args: z ``(N, Dz)``, factors ``(N, K)``. Returns ``(N, Dz + K + Dz K)``."""
+    return torch.cat([z, factors, (z[:, :, None] * factors[:, None, :]).flatten(1)], 1)
+
+
+def mass_matrices(data: SequenceDataset) -> Tensor | None:
+    """The physics' joint-space mass matrix M(q) at each of the data's states, ``(N, T, J, J)`` float64
+    (None unless the data come from the reacher)."""
+    if data.metadata["name"] not in ("reacher_angles", "reacher_rgb"):
+        return None
+    env = RealEnv(data.metadata["name"])
+    try:
+        model, state = env.physics.model.ptr, env.physics.data.ptr
+        states = data.states.flatten(0, 1).double().numpy()
+        masses = np.zeros((len(states), model.nv, model.nv))
+        for true_state, mass in zip(states, masses):
+            env.set_state(true_state)
+            mujoco.mj_fullM(model, state, mass)
+    finally:
+        env.close()
+    return torch.from_numpy(masses).reshape(*data.states.shape[:2], model.nv, model.nv)
+
+
+def mass_coordinates(masses: Tensor, velocities: Tensor) -> dict[str, Tensor]:
+    """The velocities ``(..., J)`` in the mass matrices' ``(..., J, J)`` coordinates:
+    ``{"momentum": M q̇, "sqrt_mass_velocity": M^½ q̇}``, each ``(..., J)``."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(masses)  # M is symmetric positive definite
+    root = eigenvectors @ torch.diag_embed(eigenvalues.sqrt()) @ eigenvectors.transpose(-1, -2)
+    return {"momentum": (masses @ velocities[..., None])[..., 0],
+            "sqrt_mass_velocity": (root @ velocities[..., None])[..., 0]}
+
+
 @torch.no_grad()
-def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset) -> dict[str, dict[str, float]]:
-    """The read-outs of the module docstring, ``{velocity name: {probe: R²}}``."""
+def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset,
+          masses: dict[str, Tensor] | None = None) -> dict[str, dict[str, float]]:
+    """The read-outs of the module docstring, ``{velocity name: {probe: R²}}``; ``masses``: the mass
+    matrices of each split's states (:func:`mass_matrices`), for the reacher's mass-coordinate rows."""
     meta = train.metadata
     names, angle_dims = meta["state_names"], meta["angle_state_dims"]
     velocity_dims = [i for i in range(len(names)) if i not in angle_dims]
     split = {"train": train, "test": test}
     z = {k: smoothed_means(model, d) for k, d in split.items()}  # (N, T, Dz)
+    zt = {k: z[k][:, 1:].flatten(0, 1) for k in split}  # (N (T - 1), Dz)
     # Each read-out's features per split, (N (T - 1), F).
-    features = {"ols_z": {k: z[k][:, 1:].flatten(0, 1) for k in split},
+    features = {"ols_z": zt,
                 "ols_z_pair": {k: torch.cat([z[k][:, 1:], z[k][:, :-1]], -1).flatten(0, 1) for k in split}}
     if hasattr(model, "mixing_weights"):
-        def by_mixing(k: str) -> Tensor:
-            alpha = model.mixing_weights(z[k][:, 1:].flatten(0, 1), split[k].actions[:, 1:].flatten(0, 1))
-            zt = z[k][:, 1:].flatten(0, 1)
-            return torch.cat([zt, alpha, (zt[:, :, None] * alpha[:, None, :]).flatten(1)], 1)
-        features["ols_z_by_mixing"] = {k: by_mixing(k) for k in split}
+        features["ols_z_by_mixing"] = {
+            k: with_products(zt[k], model.mixing_weights(zt[k], split[k].actions[:, 1:].flatten(0, 1))) for k in split}
+    for column in angle_dims:
+        angle = {k: split[k].states[:, 1:, column].flatten(0, 1).double() for k in split}
+        features[f"ols_z_by_{names[column]}"] = {
+            k: with_products(zt[k].double(), torch.stack([angle[k].cos(), angle[k].sin()], -1)) for k in split}
     decoded_angles = None
     if meta.get("obs_type") == "angles":
         decoded_angles = torch.from_numpy(feature_angles(model.decode_mean(z["test"]).numpy()))  # (N, T, J)
@@ -65,33 +110,24 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset)
         target = {k: split[k].states[:, 1:, column:column + 1] for k in split}
         row = {name: ols_r2(f["train"], target["train"].flatten(0, 1), f["test"], target["test"].flatten(0, 1))
                for name, f in features.items()}
+        joint = velocity_dims.index(column)  # velocities are listed in the joints' order
         if decoded_angles is not None:
-            joint = velocity_dims.index(column)  # velocities are listed in the joints' order
             rate = wrap_angle(decoded_angles[:, 1:, joint] - decoded_angles[:, :-1, joint]) / meta["dt"]
             row["finite_difference"] = pooled_r2(rate.reshape(-1, 1), target["test"].reshape(-1, 1))
+        if masses is not None:
+            coordinates = {k: mass_coordinates(masses[k][:, 1:], split[k].states[:, 1:, velocity_dims].double())
+                           for k in split}
+            for name in coordinates["test"]:
+                row[f"ols_z_to_{name}"] = ols_r2(zt["train"], coordinates["train"][name][..., joint].reshape(-1, 1),
+                                                 zt["test"], coordinates["test"][name][..., joint].reshape(-1, 1))
         results[names[column]] = row
     return results
 
 
-def inverse_mass_range(data: SequenceDataset) -> dict[str, list[float]] | None:
-    """Range over the data's states of each diagonal entry of the inverse mass matrix, per joint
-    (None unless the data come from the reacher)."""
-    if data.metadata["name"] not in ("reacher_angles", "reacher_rgb"):
-        return None
-    env = RealEnv(data.metadata["name"])
-    try:
-        model, state = env.physics.model.ptr, env.physics.data.ptr
-        mass = np.zeros((model.nv, model.nv))
-        diagonals = []
-        for true_state in data.states.flatten(0, 1)[::50].double().numpy():  # every 50th: plenty for a range
-            env.set_state(true_state)
-            mujoco.mj_fullM(model, state, mass)
-            diagonals.append(np.diag(np.linalg.inv(mass)))
-    finally:
-        env.close()
-    diagonals = np.array(diagonals)
-    return {joint: [float(diagonals[:, i].min()), float(diagonals[:, i].max())]
-            for i, joint in enumerate(env.env_spec.joints)}
+def inverse_mass_range(masses: Tensor, joints: tuple[str, ...]) -> dict[str, list[float]]:
+    """Range of each diagonal entry of the inverse mass matrix over ``masses`` ``(..., J, J)``, per joint."""
+    diagonals = torch.linalg.inv(masses).diagonal(dim1=-2, dim2=-1).reshape(-1, len(joints))
+    return {joint: [float(diagonals[:, i].min()), float(diagonals[:, i].max())] for i, joint in enumerate(joints)}
 
 
 def probe_inputs(description: str, argv: list[str] | None, datasets: tuple[str, ...] | None = None
@@ -120,13 +156,18 @@ def probe_inputs(description: str, argv: list[str] | None, datasets: tuple[str, 
 
 def main(argv: list[str] | None = None) -> int:
     args, model, train, test, data_path = probe_inputs(__doc__.splitlines()[0], argv)
-    results = {"checkpoint": str(args.checkpoint), "data": str(data_path),
-               "velocities": probe(model, train, test), "inverse_mass_diagonal_range": inverse_mass_range(test)}
-    probes = list(next(iter(results["velocities"].values())))
-    print(f"{'velocity':<20}" + "".join(f"{name:>20}" for name in probes))
-    for name, row in results["velocities"].items():
-        print(f"{name:<20}" + "".join(f"{row[p]:>20.4f}" for p in probes))
-    if results["inverse_mass_diagonal_range"]:
+    masses = {"train": mass_matrices(train), "test": mass_matrices(test)}
+    if masses["test"] is None:  # not the reacher
+        masses = None
+    velocities = probe(model, train, test, masses)
+    results = {"checkpoint": str(args.checkpoint), "data": str(data_path), "velocities": velocities,
+               "inverse_mass_diagonal_range": None if masses is None else
+               inverse_mass_range(masses["test"], get_spec(test.metadata["name"]).joints)}
+    probes = list(next(iter(velocities.values())))
+    print(f"{'read-out':<30}" + "".join(f"{name:>20}" for name in velocities))
+    for probe_name in probes:
+        print(f"{probe_name:<30}" + "".join(f"{row[probe_name]:>20.4f}" for row in velocities.values()))
+    if masses is not None:
         print("inverse mass matrix, diagonal over the data's states: "
               + ", ".join(f"{j} {lo:.0f} to {hi:.0f}" for j, (lo, hi) in results["inverse_mass_diagonal_range"].items()))
     if args.out:

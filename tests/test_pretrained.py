@@ -66,6 +66,10 @@ def test_velocity_probe_finds_the_shipped_reacher_models_velocities_beyond_the_l
         # are read out better than linearly from z_t alone.
         assert row["finite_difference"] >= 0.98, name
         assert row["ols_z_by_mixing"] > row["ols_z_pair"] > row["ols_z"], name
+        # The velocity coordinates turn with the wrist's angle (on which the mass matrix depends), not
+        # the shoulder's; and z does not hold the momenta instead.
+        assert row["ols_z_by_wrist_angle"] > max(row["ols_z_by_shoulder_angle"], row["ols_z"]) + 0.03, name
+        assert row["ols_z_to_momentum"] < row["ols_z"], name
     low, high = result["inverse_mass_diagonal_range"]["wrist"]
     assert high > 3 * low  # the wrist's inverse mass depends strongly on the arm's pose
 
