@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from probe_velocity import probe_inputs
 from torch import Tensor
+from tqdm import tqdm
 
 from envs.reacher_kinematics import TwoLinkArm
 from envs.real_env import RealEnv
@@ -68,13 +69,20 @@ def pixel_features(data: SequenceDataset, chunk: int = 4096) -> Tensor:
                       for i in range(0, len(frames), chunk)])
 
 
-def ridge_r2(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, ridge: float) -> float:
-    """Pooled R² on test of a ridge fit (centred, intercept unpenalised) on train. Args: x ``(N, Dx)``, y ``(N, Dy)``."""
-    x_mean, y_mean = x_train.mean(0), y_train.mean(0)
-    x = x_train - x_mean
-    normal = x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype)
-    coef = torch.linalg.solve(normal, x.T @ (y_train - y_mean))
-    return pooled_r2((x_test - x_mean) @ coef + y_mean, y_test)
+class RidgeFit:
+    """Ridge regression (centred, intercept unpenalised) on fixed training inputs ``x`` ``(N, Dx)``: the
+    normal matrix is factorised once, for any number of targets."""
+
+    def __init__(self, x: Tensor, ridge: float) -> None:
+        self.x_mean = x.mean(0)
+        self.x = x - self.x_mean
+        self.factor = torch.linalg.cholesky(self.x.T @ self.x + ridge * torch.eye(x.shape[1], dtype=x.dtype))
+
+    def r2(self, y: Tensor, x_test: Tensor, y_test: Tensor) -> float:
+        """Pooled R² on ``(x_test, y_test)`` of the fit to targets ``y`` ``(N, Dy)``."""
+        y_mean = y.mean(0)
+        coef = torch.cholesky_solve(self.x.T @ (y - y_mean), self.factor)
+        return pooled_r2((x_test - self.x_mean) @ coef + y_mean, y_test)
 
 
 @torch.no_grad()
@@ -82,7 +90,9 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset)
     """R² of each read-out on the test split: ``{"ols_r2": {name: R²}}`` from z_t, and for image data
     ``"pixel_ridge_r2"`` from the frames."""
     splits = {"train": train, "test": test}
+    stages = tqdm(total=4 if train.is_image else 2, desc="probe", unit="stage")
     z = {name: smoothed_means(model, d).flatten(0, 1).double() for name, d in splits.items()}  # (N T, Dz)
+    stages.update()
     angles = {name: d.states.flatten(0, 1)[:, :2].double() for name, d in splits.items()}  # (N T, 2)
     env = RealEnv(test.metadata["name"])
     try:
@@ -91,11 +101,15 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset)
         env.close()
     results = {"ols_r2": {name: ols_r2(z["train"], target(angles["train"]), z["test"], target(angles["test"]))
                           for name, target in targets.items()}}
+    stages.update()
     if train.is_image:
         pixels = {name: pixel_features(d) for name, d in splits.items()}
-        results["pixel_ridge_r2"] = {
-            name: ridge_r2(pixels["train"], target(angles["train"]), pixels["test"], target(angles["test"]), PIXEL_RIDGE)
-            for name, target in targets.items()}
+        stages.update()
+        fit = RidgeFit(pixels["train"], PIXEL_RIDGE)
+        results["pixel_ridge_r2"] = {name: fit.r2(target(angles["train"]), pixels["test"], target(angles["test"]))
+                                     for name, target in targets.items()}
+        stages.update()
+    stages.close()
     return results
 
 

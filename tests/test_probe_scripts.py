@@ -12,26 +12,31 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from probe_velocity import mass_coordinates, with_products
-from probe_wrist_fold import pixel_features, ridge_r2
+from probe_wrist_fold import RidgeFit, pixel_features
 
 from latentworld.common.data import SequenceDataset
 
 
-def test_ridge_r2_equals_least_squares_on_the_augmented_system():
+def test_ridge_fit_equals_least_squares_on_the_augmented_system():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(200, 7, generator=g, dtype=torch.float64), torch.randn(200, 2, generator=g, dtype=torch.float64)
     y = y + x[:, :2] * 3
     x_test, y_test = x[150:], y[150:]
     x, y, ridge = x[:150], y[:150], 2.5
-    # Reference: centre, then ordinary least squares on [x; √λ I] against [y; 0] (the ridge solution).
-    xc, yc = x - x.mean(0), y - y.mean(0)
-    augmented_x = torch.cat([xc, ridge ** 0.5 * torch.eye(7, dtype=x.dtype)])
-    augmented_y = torch.cat([yc, torch.zeros(7, 2, dtype=x.dtype)])
-    coef = torch.linalg.lstsq(augmented_x, augmented_y).solution
-    predicted = (x_test - x.mean(0)) @ coef + y.mean(0)
-    expected = 1 - (y_test - predicted).pow(2).sum() / (y_test - y_test.mean(0)).pow(2).sum()
-    assert ridge_r2(x, y, x_test, y_test, ridge) == pytest.approx(float(expected), abs=1e-12)
-    assert ridge_r2(x, y, x_test, y_test, 1e6) < ridge_r2(x, y, x_test, y_test, ridge)  # shrinks toward the mean
+
+    def reference_r2(y_fit: torch.Tensor, y_true: torch.Tensor) -> float:
+        # Centre, then ordinary least squares on [x; √λ I] against [y; 0]: the ridge solution.
+        xc, yc = x - x.mean(0), y_fit - y_fit.mean(0)
+        augmented_x = torch.cat([xc, ridge ** 0.5 * torch.eye(7, dtype=x.dtype)])
+        augmented_y = torch.cat([yc, torch.zeros(7, y_fit.shape[1], dtype=x.dtype)])
+        coef = torch.linalg.lstsq(augmented_x, augmented_y).solution
+        predicted = (x_test - x.mean(0)) @ coef + y_fit.mean(0)
+        return float(1 - (y_true - predicted).pow(2).sum() / (y_true - y_true.mean(0)).pow(2).sum())
+
+    fit = RidgeFit(x, ridge)  # one factorisation serves every target
+    assert fit.r2(y, x_test, y_test) == pytest.approx(reference_r2(y, y_test), abs=1e-12)
+    assert fit.r2(y[:, 1:], x_test, y_test[:, 1:]) == pytest.approx(reference_r2(y[:, 1:], y_test[:, 1:]), abs=1e-12)
+    assert RidgeFit(x, 1e6).r2(y, x_test, y_test) < fit.r2(y, x_test, y_test)  # shrinks toward the mean
 
 
 def test_pixel_features_average_2x2_blocks_of_every_frame_in_chunks():
