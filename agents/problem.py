@@ -20,8 +20,11 @@ frames for training, of test frames for validation, and the policy observes ``[z
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -119,6 +122,22 @@ def rollout_return(actor: Actor, dynamics: LatentDynamics, starts: Tensor, goal:
     return total
 
 
+def check_frames_drawn_alike(meta: dict[str, Any], env_name: str, run_dir: Path) -> None:
+    """Raise :class:`CheckpointError` if the image model of ``meta`` learned from frames drawn otherwise
+    (camera, hidden or recoloured geoms, ...) than the real env ``env_name`` draws them now: it would
+    act on pictures it never saw, without an error. Checkpoints without the record (models of joint
+    angles; models trained before checkpoints kept it) pass."""
+    trained = meta.get("camera")
+    if trained is None:
+        return
+    now = json.loads(json.dumps(get_spec(env_name).render.record()))  # the JSON types a checkpoint holds
+    differ = sorted(key for key in trained.keys() | now.keys() if trained.get(key) != now.get(key))
+    if differ:
+        raise CheckpointError(f"{run_dir} learned from {env_name} frames drawn otherwise than the env draws them now "
+                              f"({', '.join(f'{k}: {trained.get(k)!r} then, {now.get(k)!r} now' for k in differ)}); "
+                              f"retrain it on a freshly generated data set")
+
+
 def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_size: int = 256, seed: int = 0,
                  data: str | None = None, goal: Tensor | None = None, with_starts: bool = True) -> LatentProblem:
     """Load ``model`` (checkpoint path or shipped name) and set up ``task`` on it.
@@ -132,7 +151,8 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
         with_starts: False skips the data set (acting needs no start states; ``starts`` is then empty).
 
     Raises:
-        CheckpointError: the checkpoint is missing, corrupt, or was trained on another env than the task's.
+        CheckpointError: the checkpoint is missing, corrupt, was trained on another env than the task's,
+            or (an image model) on frames drawn otherwise than the env draws them now.
     """
     run_dir = resolve_checkpoint(model)
     net, config, meta = cached_model(run_dir)
@@ -142,6 +162,7 @@ def make_problem(model: str, task: Task, noise_scale: float = 0.0, validation_si
     if meta.get("env_id") != expected:
         raise CheckpointError(f"{run_dir} models {meta.get('env_id')!r}, but task {task.name!r} needs a model of "
                               f"{expected!r}")
+    check_frames_drawn_alike(meta, task.env_name, run_dir)
     action_repeat = int(meta.get("action_repeat") or get_spec(task.env_name).action_repeat)
     goal = encode_goal(net, task, action_repeat) if goal is None else goal
     starts = validation = torch.zeros(0, net.dim_z)

@@ -153,7 +153,6 @@ def build_metadata(name: str, args: argparse.Namespace, states: np.ndarray) -> d
         env.close()
     n_joints = len(spec.joints)
     velocities = states[..., n_joints:].reshape(-1, n_joints)
-    camera = spec.render.camera
     return {
         "env_id": spec.env_id,
         "name": name,
@@ -171,18 +170,7 @@ def build_metadata(name: str, args: argparse.Namespace, states: np.ndarray) -> d
         "angle_state_dims": spec.angle_state_dims,
         "action_low": low,
         "action_high": high,
-        "camera": {
-            "type": "free",
-            "lookat": list(camera.lookat),
-            "distance": camera.distance,
-            "azimuth": camera.azimuth,
-            "elevation": camera.elevation,
-            "supersample": spec.render.supersample,
-            "hidden_geoms": list(spec.render.hide_geoms + spec.render.marker_geoms),
-            "recolored_geoms": [g for g, _ in spec.render.recolor_geoms],
-            "visual_radius": dict(spec.render.visual_radius),
-            "flat_lighting": spec.render.flat_lighting,
-        },
+        "camera": spec.render.record(),
         "initial_state": {
             "angle_ranges": [list(r) for r in spec.joint_ranges],
             "max_velocity": spec.max_init_velocity,

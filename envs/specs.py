@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 ENV_NAMES = ("pendulum", "reacher_angles", "reacher_rgb")
 
@@ -82,6 +83,23 @@ class RenderSpec:
     recolor_geoms: tuple[tuple[str, tuple[float, float, float, float]], ...] = ()
     visual_radius: tuple[tuple[str, float], ...] = ()
     flat_lighting: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """How the frames are drawn, in JSON types, as data sets (``metadata["camera"]``) and image models'
+        checkpoints record it: two equal records mean frames drawn alike."""
+        camera = self.camera
+        return {
+            "type": "free",
+            "lookat": list(camera.lookat),
+            "distance": camera.distance,
+            "azimuth": camera.azimuth,
+            "elevation": camera.elevation,
+            "supersample": self.supersample,
+            "hidden_geoms": list(self.hide_geoms + self.marker_geoms),
+            "recolored_geoms": [g for g, _ in self.recolor_geoms],
+            "visual_radius": dict(self.visual_radius),
+            "flat_lighting": self.flat_lighting,
+        }
 
 
 @dataclass(frozen=True)

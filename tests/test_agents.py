@@ -254,3 +254,30 @@ def test_training_leaves_nothing_beside_the_policy_and_the_policy_is_readable(sm
                         "--set", "validate_every=1", "--no-progress"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
     assert (out / "tb").is_dir() and (out.stat().st_mode & 0o055) == 0o055  # group/other can read and enter
+
+
+def test_an_image_model_acts_only_in_an_env_that_draws_frames_as_its_training_data(small_data, tmp_path):
+    from envs import get_spec
+    from latentworld.experiment.checkpoint import CheckpointError
+    from latentworld.experiment.config import load_config
+    from latentworld.training.trainer import Trainer
+
+    # Training records how its frames were drawn (the data set's record of the renderer).
+    run = tmp_path / "run"
+    Trainer(load_config("configs/debug.yaml", [f"data={small_data}", "threads=1", "steps=6", "eval_every=6"]),
+            run).fit(progress=False)
+    meta = json.loads((run / "checkpoint" / "meta.json").read_text())
+    assert meta["camera"] == json.loads(json.dumps(get_spec("pendulum").render.record()))
+    make_problem(str(run), make_task("swingup"), with_starts=False)  # drawn alike: accepted
+
+    def variant(name: str, camera: dict | None) -> str:  # a copy: loaded models are cached per weights file
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        (copy / "checkpoint" / "meta.json").write_text(json.dumps({**meta, "camera": camera}))
+        return str(copy)
+
+    # The same model, had its frames come from a camera 10 cm further away: refused, naming the difference.
+    with pytest.raises(CheckpointError, match=r"drawn otherwise.*distance: 1\.5 then, 1\.4 now"):
+        make_problem(variant("far", {**meta["camera"], "distance": 1.5}), make_task("swingup"), with_starts=False)
+    # Models of joint angles, and checkpoints from before the record, have none and are not checked.
+    make_problem(variant("unrecorded", None), make_task("swingup"), with_starts=False)

@@ -107,6 +107,8 @@ def model_meta(config: TrainConfig, data: SequenceDataset, model: StateSpaceMode
         "action_low": data.metadata.get("action_low"),
         "action_high": data.metadata.get("action_high"),
         "action_repeat": data.metadata["action_repeat"],
+        # How the training frames were drawn: an image model acts only on frames drawn alike.
+        "camera": data.metadata.get("camera") if data.is_image else None,
         "git_commit": git_commit(),
         "step": step,
         **extra,
