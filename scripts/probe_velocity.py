@@ -105,6 +105,8 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset,
     decoded_angles = None
     if meta.get("obs_type") == "angles":
         decoded_angles = torch.from_numpy(feature_angles(model.decode_mean(z["test"]).numpy()))  # (N, T, J)
+    coordinates = None if masses is None else {  # {split: {name: (N, T - 1, J)}}
+        k: mass_coordinates(masses[k][:, 1:], split[k].states[:, 1:, velocity_dims].double()) for k in split}
     results = {}
     for column in velocity_dims:
         target = {k: split[k].states[:, 1:, column:column + 1] for k in split}
@@ -114,9 +116,7 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset,
         if decoded_angles is not None:
             rate = wrap_angle(decoded_angles[:, 1:, joint] - decoded_angles[:, :-1, joint]) / meta["dt"]
             row["finite_difference"] = pooled_r2(rate.reshape(-1, 1), target["test"].reshape(-1, 1))
-        if masses is not None:
-            coordinates = {k: mass_coordinates(masses[k][:, 1:], split[k].states[:, 1:, velocity_dims].double())
-                           for k in split}
+        if coordinates is not None:
             for name in coordinates["test"]:
                 row[f"ols_z_to_{name}"] = ols_r2(zt["train"], coordinates["train"][name][..., joint].reshape(-1, 1),
                                                  zt["test"], coordinates["test"][name][..., joint].reshape(-1, 1))
