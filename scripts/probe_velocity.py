@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents.tasks import REACH_ENVS
 from envs.real_env import RealEnv, feature_angles, wrap_angle
 from envs.specs import get_spec
 from latentworld.common.data import SequenceDataset
@@ -57,7 +58,7 @@ def with_products(z: Tensor, factors: Tensor) -> Tensor:
 def mass_matrices(data: SequenceDataset) -> Tensor | None:
     """The physics' joint-space mass matrix M(q) at each of the data's states, ``(N, T, J, J)`` float64
     (None unless the data come from the reacher)."""
-    if data.metadata["name"] not in ("reacher_angles", "reacher_rgb"):
+    if data.metadata["name"] not in REACH_ENVS:
         return None
     env = RealEnv(data.metadata["name"])
     try:

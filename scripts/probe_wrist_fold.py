@@ -13,12 +13,12 @@ A fold shows as cos(wrist) and |wrist| high with sin(wrist) and sign(wrist) near
 For image data it fits the same read-outs linearly from the frames themselves (ridge regression on
 2×2-averaged pixels, 3072 features): what is linear in the pictures before any model. This needs many
 frames, such as the 54,000 of a 2000-sequence data set's training split; on a few thousand the fit
-memorises and scores below 0 where nothing linear generalises. With the camera looking straight down the shoulder's axis, rotating the arm about the
-shoulder rotates the picture, and mirroring the picture flips the sign of the bend. A linear read-out
-that holds at every shoulder angle can be averaged over the rotations into one that is rotation
-invariant, hence radial, hence blind to a mirror image: so no linear function of the frames gives
-sin(wrist) or the sign of the bend, and this column shows them near 0 (not exactly 0: the pixel grid
-is not rotation symmetric).
+memorises and scores below 0 where nothing linear generalises. With the camera looking straight down
+the shoulder's axis, rotating the arm about the shoulder rotates the picture, and mirroring the
+picture flips the sign of the bend. A linear read-out that holds at every shoulder angle can be
+averaged over the rotations into one that is rotation invariant, hence radial, hence blind to a
+mirror image: so no linear function of the frames gives sin(wrist) or the sign of the bend, and this
+column shows them near 0 (not exactly 0: the pixel grid is not rotation symmetric).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from probe_velocity import probe_inputs
 from torch import Tensor
 from tqdm import tqdm
 
+from agents.tasks import REACH_ENVS
 from envs.reacher_kinematics import TwoLinkArm
 from envs.real_env import RealEnv
 from latentworld.common.data import SequenceDataset
@@ -115,7 +116,7 @@ def probe(model: torch.nn.Module, train: SequenceDataset, test: SequenceDataset)
 
 def main(argv: list[str] | None = None) -> int:
     args, model, train, test, data_path = probe_inputs(__doc__.splitlines()[0], argv,
-                                                       datasets=("reacher_angles", "reacher_rgb"))
+                                                       datasets=REACH_ENVS)
     results = {"checkpoint": str(args.checkpoint), "data": str(data_path), **probe(model, train, test)}
     columns = [c for c in ("ols_r2", "pixel_ridge_r2") if c in results]
     print(f"{'R² of':<40}" + "".join(f"{c:>16}" for c in columns))
