@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.tasks import REACH_ENVS
 from latentworld.evaluation.evaluate import EVAL_FILE
 from latentworld.experiment.checkpoint import (
     CHECKPOINT_DIR,
@@ -33,7 +34,6 @@ from latentworld.experiment.checkpoint import (
 from latentworld.latent_envs.latent_env import DEFAULT_GOAL_FILES
 
 DEFAULT_GOAL_POINT = (0.0, 0.15)  # the shipped env's fixed goal: the arm reaching 15 cm straight up (+y)
-ENVS = ("reacher_angles", "reacher_rgb")
 
 
 def ship(run_dir: Path, env_name: str, command: str) -> Path:
@@ -73,7 +73,7 @@ def ship(run_dir: Path, env_name: str, command: str) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a trained and evaluated run directory")
-    parser.add_argument("env", choices=ENVS, help="the model's observations")
+    parser.add_argument("env", choices=REACH_ENVS, help="the model's observations")
     parser.add_argument("--command", default="", help="the command that trained the model (recorded in meta.json)")
     args = parser.parse_args()
     if not (args.run_dir / "eval" / EVAL_FILE).exists():

@@ -270,14 +270,12 @@ def test_an_image_model_acts_only_in_an_env_that_draws_frames_as_its_training_da
     assert meta["camera"] == json.loads(json.dumps(get_spec("pendulum").render.record()))
     make_problem(str(run), make_task("swingup"), with_starts=False)  # drawn alike: accepted
 
-    def variant(name: str, camera: dict | None) -> str:  # a copy: loaded models are cached per weights file
-        copy = tmp_path / name
-        shutil.copytree(run, copy)
-        (copy / "checkpoint" / "meta.json").write_text(json.dumps({**meta, "camera": camera}))
-        return str(copy)
+    def recorded(camera: dict | None) -> str:  # edited in place: a loaded model is reloaded when meta.json changes
+        (run / "checkpoint" / "meta.json").write_text(json.dumps({**meta, "camera": camera}))
+        return str(run)
 
     # The same model, had its frames come from a camera 10 cm further away: refused, naming the difference.
     with pytest.raises(CheckpointError, match=r"drawn otherwise.*distance: 1\.5 then, 1\.4 now"):
-        make_problem(variant("far", {**meta["camera"], "distance": 1.5}), make_task("swingup"), with_starts=False)
+        make_problem(recorded({**meta["camera"], "distance": 1.5}), make_task("swingup"), with_starts=False)
     # Models of joint angles, and checkpoints from before the record, have none and are not checked.
-    make_problem(variant("unrecorded", None), make_task("swingup"), with_starts=False)
+    make_problem(recorded(None), make_task("swingup"), with_starts=False)

@@ -25,6 +25,8 @@ from torch import Tensor
 from latentworld.common.errors import ConfigError, GoalError
 from latentworld.evaluation.metrics import smoothed_means
 from latentworld.experiment.checkpoint import (
+    CONFIG_FILE,
+    META_FILE,
     MODEL_FILE,
     CheckpointError,
     load_model,
@@ -44,13 +46,15 @@ DEFAULT_STATE_BOUND = 100.0
 
 
 def cached_model(run_dir: Path) -> tuple[StateSpaceModel, Any, dict[str, Any]]:
-    """The checkpoint's model, shared by the envs built from it until its weights file changes."""
-    weights = (run_dir / MODEL_FILE).stat()
-    return _load_frozen(str(run_dir.resolve()), weights.st_mtime_ns, weights.st_size)
+    """The checkpoint's model, shared by the envs built from it until one of its files changes (the
+    weights, the config or ``meta.json``: an edited record is seen without a restart)."""
+    stamps = tuple((stat.st_mtime_ns, stat.st_size)
+                   for stat in ((run_dir / name).stat() for name in (MODEL_FILE, CONFIG_FILE, META_FILE)))
+    return _load_frozen(str(run_dir.resolve()), stamps)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_frozen(run_dir: str, mtime_ns: int, size: int) -> tuple[StateSpaceModel, Any, dict[str, Any]]:
+def _load_frozen(run_dir: str, stamps: tuple[tuple[int, int], ...]) -> tuple[StateSpaceModel, Any, dict[str, Any]]:
     model, config, meta = load_model(run_dir)
     model.requires_grad_(False)  # the env never trains the model; gradients only reach actions
     return model, config, meta
