@@ -94,6 +94,26 @@ def test_wrist_fold_probe_refuses_a_model_that_is_not_a_reacher():
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_goal_landscape_probe_finds_the_rgb_models_trap_where_the_angle_model_has_none(tmp_path):
+    def landscape(model: str) -> dict:
+        out = tmp_path / f"{model}.json"
+        subprocess.run([sys.executable, "scripts/probe_goal_landscape.py", model, "--goal", "2.2257", "2.4691",
+                        "--start", "2.81", "-2.40", "--random", "40", "--out", str(out)], check=True, capture_output=True)
+        return json.loads(out.read_text())
+
+    # A real episode's goal (tuning seed 109) and the pose MPC stopped at, the wrist bent the other way.
+    rgb, angles = landscape("reacher_rgb_ekvae"), landscape("reacher_angles_ekvae")
+    assert rgb["path_cost"][-1] == angles["path_cost"][-1] == 0.0
+    # The RGB model puts the stop nearer the goal than 9 in 10 random poses, behind a hill: a trap.
+    assert rgb["path_cost"][0] < rgb["random_cost_quantiles"]["10%"]
+    assert max(rgb["path_cost"]) > 10 * rgb["path_cost"][0]
+    # The joint-angle model does not: the same pose costs as much as a typical random one.
+    assert angles["path_cost"][0] > angles["random_cost_quantiles"]["10%"]
+    wrong = subprocess.run([sys.executable, "scripts/probe_goal_landscape.py", "pendulum_ekvae", "--goal", "0", "1",
+                            "--start", "0", "0"], check=False, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "task 'reach' needs a model of" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
 def test_latent_reacher_works_with_no_arguments_and_goal_conditioned(reacher_data):
     env = gym.make("LatentReacher-v0")
     check_env(env.unwrapped, skip_render_check=True)
