@@ -126,12 +126,13 @@ def check_frames_drawn_alike(meta: dict[str, Any], env_name: str, run_dir: Path)
     """Raise :class:`CheckpointError` if the image model of ``meta`` learned from frames drawn otherwise
     (camera, hidden or recoloured geoms, ...) than the real env ``env_name`` draws them now: it would
     act on pictures it never saw, without an error. Checkpoints without the record (models of joint
-    angles; models trained before checkpoints kept it) pass."""
+    angles; models trained before checkpoints kept it) pass, and a record from before a setting was
+    recorded (``geom_colours``, say) is compared on the settings it names."""
     trained = meta.get("camera")
     if trained is None:
         return
     now = json.loads(json.dumps(get_spec(env_name).render.record()))  # the JSON types a checkpoint holds
-    differ = sorted(key for key in trained.keys() | now.keys() if trained.get(key) != now.get(key))
+    differ = sorted(key for key in trained if trained[key] != now.get(key))
     if differ:
         raise CheckpointError(f"{run_dir} learned from {env_name} frames drawn otherwise than the env draws them now "
                               f"({', '.join(f'{k}: {trained.get(k)!r} then, {now.get(k)!r} now' for k in differ)}); "

@@ -97,6 +97,7 @@ class RenderSpec:
             "supersample": self.supersample,
             "hidden_geoms": list(self.hide_geoms + self.marker_geoms),
             "recolored_geoms": [g for g, _ in self.recolor_geoms],
+            "geom_colours": {g: list(rgba) for g, rgba in self.recolor_geoms},
             "visual_radius": dict(self.visual_radius),
             "flat_lighting": self.flat_lighting,
         }

@@ -277,5 +277,14 @@ def test_an_image_model_acts_only_in_an_env_that_draws_frames_as_its_training_da
     # The same model, had its frames come from a camera 10 cm further away: refused, naming the difference.
     with pytest.raises(CheckpointError, match=r"drawn otherwise.*distance: 1\.5 then, 1\.4 now"):
         make_problem(recorded({**meta["camera"], "distance": 1.5}), make_task("swingup"), with_starts=False)
+    # A colour changed alone (the pole drawn red): refused as well.
+    red_pole = {**meta["camera"]["geom_colours"], "pole": [1.0, 0.0, 0.0, 1.0]}
+    with pytest.raises(CheckpointError, match=r"geom_colours: .*'pole': \[1\.0, 0\.0, 0\.0, 1\.0\]"):
+        make_problem(recorded({**meta["camera"], "geom_colours": red_pole}), make_task("swingup"), with_starts=False)
+    # A record from before the colours were kept is compared on what it names.
+    older = {key: value for key, value in meta["camera"].items() if key != "geom_colours"}
+    make_problem(recorded(older), make_task("swingup"), with_starts=False)
+    with pytest.raises(CheckpointError, match=r"distance: 1\.5 then, 1\.4 now"):
+        make_problem(recorded({**older, "distance": 1.5}), make_task("swingup"), with_starts=False)
     # Models of joint angles, and checkpoints from before the record, have none and are not checked.
     make_problem(recorded(None), make_task("swingup"), with_starts=False)
